@@ -1,0 +1,229 @@
+//! 2-d convolution (cross-correlation, as in every deep-learning framework) on NCHW tensors.
+//!
+//! Shapes: `x` is `(N, C, H, W)`, `w` is `(F, C / groups, KH, KW)`, the optional bias `b`
+//! has `F` values, and the output is `(N, F, OH, OW)` with
+//! `OH = (H + 2·pad_h − dilation_h·(KH − 1) − 1) / stride_h + 1` (floor), likewise `OW`.
+//! Padding is zeros on both sides. Filter `f` of group `g = f / (F / groups)` sees input
+//! channels `g·C/groups .. (g+1)·C/groups`.
+//!
+//! [`naive`] holds the reference loops every fast path is tested against.
+
+pub mod naive;
+
+use crate::error::{Error, Result};
+use crate::geometry::{check_nonempty, checked_product, output_len, Axis};
+use crate::tensor::Shape;
+
+const OP: &str = "conv2d";
+
+/// Parameters of a 2-d convolution. `[h, w]` pairs are (height, width).
+///
+/// ```
+/// use cnn_kernels::conv::Conv2dParams;
+/// let p = Conv2dParams::default().stride([2, 2]).padding([1, 1]);
+/// assert_eq!(p.dilation, [1, 1]);
+/// assert_eq!(p.groups, 1);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Conv2dParams {
+    /// Step between windows, `[h, w]`; each at least 1. Default `[1, 1]`.
+    pub stride: [usize; 2],
+    /// Zero padding added on both sides, `[h, w]`. Default `[0, 0]`.
+    pub padding: [usize; 2],
+    /// Spacing between kernel taps, `[h, w]`; each at least 1. Default `[1, 1]`.
+    pub dilation: [usize; 2],
+    /// Number of channel groups; must divide both C and F. Default 1.
+    pub groups: usize,
+}
+
+impl Default for Conv2dParams {
+    fn default() -> Self {
+        Conv2dParams {
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+        }
+    }
+}
+
+impl Conv2dParams {
+    /// Sets the stride.
+    pub fn stride(mut self, stride: [usize; 2]) -> Self {
+        self.stride = stride;
+        self
+    }
+    /// Sets the zero padding.
+    pub fn padding(mut self, padding: [usize; 2]) -> Self {
+        self.padding = padding;
+        self
+    }
+    /// Sets the dilation.
+    pub fn dilation(mut self, dilation: [usize; 2]) -> Self {
+        self.dilation = dilation;
+        self
+    }
+    /// Sets the number of groups.
+    pub fn groups(mut self, groups: usize) -> Self {
+        self.groups = groups;
+        self
+    }
+}
+
+/// A validated convolution problem: every size the kernels need, all checked for overflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dGeometry {
+    /// Images.
+    pub n: usize,
+    /// Input channels.
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Filters (output channels).
+    pub f: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+    /// Groups.
+    pub groups: usize,
+    /// Input channels per group (`C / groups`).
+    pub cg: usize,
+    /// Filters per group (`F / groups`).
+    pub fg: usize,
+    /// The parameters.
+    pub params: Conv2dParams,
+}
+
+impl Conv2dGeometry {
+    /// Validates the shapes of `x` `(N, C, H, W)` and `w` `(F, C/groups, KH, KW)` against `p`.
+    ///
+    /// Errors on: a non-4-d shape, an empty dimension, stride or dilation 0, groups 0 or not
+    /// dividing C or F, `w`'s channel count not `C / groups`, a dilated kernel larger than the
+    /// padded input, and any element count (output, columns) that overflows `usize`.
+    pub fn new(x: Shape, w: Shape, p: &Conv2dParams) -> Result<Self> {
+        let [n, c, h, wd] = x.nchw(OP, "x")?;
+        let [f, wc, kh, kw] = w.nchw(OP, "w")?;
+        check_nonempty(OP, "x shape", x.dims())?;
+        check_nonempty(OP, "w shape", w.dims())?;
+        let g = p.groups;
+        if g == 0 {
+            return Err(Error::param(OP, "groups must be at least 1, got 0"));
+        }
+        if c % g != 0 {
+            return Err(Error::param(
+                OP,
+                format!("{c} input channels are not divisible into {g} groups"),
+            ));
+        }
+        if f % g != 0 {
+            return Err(Error::param(
+                OP,
+                format!("{f} filters are not divisible into {g} groups"),
+            ));
+        }
+        if wc != c / g {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "w has {wc} input channels, x has {c} (groups {g} needs {})",
+                    c / g
+                ),
+            ));
+        }
+        let oh = output_len(
+            OP,
+            Axis::Height,
+            h,
+            kh,
+            p.stride[0],
+            p.padding[0],
+            p.dilation[0],
+        )?;
+        let ow = output_len(
+            OP,
+            Axis::Width,
+            wd,
+            kw,
+            p.stride[1],
+            p.padding[1],
+            p.dilation[1],
+        )?;
+        checked_product(OP, "output shape", &[n, f, oh, ow])?;
+        checked_product(OP, "column matrix", &[c, kh, kw, oh, ow])?;
+        Ok(Conv2dGeometry {
+            n,
+            c,
+            h,
+            w: wd,
+            f,
+            kh,
+            kw,
+            oh,
+            ow,
+            groups: g,
+            cg: c / g,
+            fg: f / g,
+            params: *p,
+        })
+    }
+
+    /// `(N, F, OH, OW)`.
+    pub fn out_shape(&self) -> [usize; 4] {
+        [self.n, self.f, self.oh, self.ow]
+    }
+    /// `(N, C, H, W)`.
+    pub fn x_shape(&self) -> [usize; 4] {
+        [self.n, self.c, self.h, self.w]
+    }
+    /// `(F, C/groups, KH, KW)`.
+    pub fn w_shape(&self) -> [usize; 4] {
+        [self.f, self.cg, self.kh, self.kw]
+    }
+    /// Floating-point operations of one forward pass: `2·N·F·(C/groups)·KH·KW·OH·OW`.
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.n * self.f * self.cg * self.kh * self.kw) as f64 * (self.oh * self.ow) as f64
+    }
+
+    /// Errors unless a bias of `len` values fits (`len == F`).
+    pub fn check_bias(&self, len: usize) -> Result<()> {
+        if len != self.f {
+            return Err(Error::shape(
+                OP,
+                format!("bias has {len} values for {} filters", self.f),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Errors unless `dout` has the output shape.
+    pub fn check_dout(&self, dout: Shape) -> Result<()> {
+        if dout.dims() != self.out_shape() {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "dout has shape {dout}, the output shape is {:?}",
+                    self.out_shape()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Gradients of a convolution with respect to its input, weights and bias.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conv2dGrads<T> {
+    /// `∂L/∂x`, shape `(N, C, H, W)`.
+    pub dx: crate::Tensor<T>,
+    /// `∂L/∂w`, shape `(F, C/groups, KH, KW)`.
+    pub dw: crate::Tensor<T>,
+    /// `∂L/∂b`, `F` values (computed whether or not the forward had a bias).
+    pub db: Vec<T>,
+}
