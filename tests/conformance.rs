@@ -7,8 +7,9 @@ mod conformance;
 use std::path::{Path, PathBuf};
 
 use cnn_kernels::conv::{Conv2dGrads, Conv2dParams};
-use cnn_kernels::{Float, Tensor, TensorView};
-use conformance::{run_all, run_case, Registry};
+use cnn_kernels::pool::{self, MaxPool2dParams};
+use cnn_kernels::{simd, Float, Tensor, TensorView};
+use conformance::{run_all, run_case, PoolPath, Registry};
 use serde_json::Value;
 
 fn data_dir() -> PathBuf {
@@ -129,4 +130,42 @@ fn missing_files_and_bad_json_fail() {
     assert_eq!(s.line(), "0 passed, 1 failed");
     let r = run_case(&serde_json::json!({"name": "x", "op": "conv2d"}), &reg);
     assert!(!r.passed);
+}
+
+static SEEN_LEVELS: std::sync::Mutex<Vec<simd::Level>> = std::sync::Mutex::new(Vec::new());
+
+/// The naive pool forward, noting the SIMD level it ran at.
+fn level_noting_forward(
+    x: TensorView<'_, f64>,
+    p: &MaxPool2dParams,
+) -> cnn_kernels::Result<Tensor<f64>> {
+    SEEN_LEVELS.lock().unwrap().push(simd::active_level());
+    pool::naive::forward(x, p)
+}
+
+#[test]
+fn simd_paths_run_at_every_supported_level() {
+    let mut reg = Registry::all();
+    reg.f64.pool.push(PoolPath {
+        name: "swept",
+        simd: true,
+        forward: level_noting_forward,
+        backward: pool::naive::backward,
+    });
+    let before = simd::active_level();
+    let r = run_case(&load("pool_3x3_s2_p1.json"), &reg);
+    assert!(r.passed, "{r:?}");
+    let want: Vec<_> = simd::supported_levels()
+        .into_iter()
+        .filter(|&l| l <= before)
+        .collect();
+    assert_eq!(*SEEN_LEVELS.lock().unwrap(), want);
+    for l in &want {
+        assert!(
+            r.line.contains(&format!("swept@{}/f64", l.name())),
+            "{}",
+            r.line
+        );
+    }
+    assert_eq!(simd::active_level(), before);
 }

@@ -28,7 +28,7 @@ use cnn_kernels::norm::{
     NormGrads,
 };
 use cnn_kernels::pool::{self, MaxPool2dParams};
-use cnn_kernels::simd::{self, Level};
+use cnn_kernels::simd;
 use cnn_kernels::{DType, Float, Shape, Tensor, TensorView};
 use serde_json::Value;
 
@@ -530,7 +530,12 @@ fn panic_message(e: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// Runs `f` once, or once per supported SIMD level if `per_level`, labelling each run.
+/// Serialises SIMD-level sweeps: the level is process-wide, and `cargo test` runs tests on
+/// several threads.
+static LEVEL_SWEEP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `f` once, or, if `per_level`, once per SIMD level the CPU supports up to the level
+/// active now (so `CNN_KERNELS_SIMD` caps the sweep), labelling each run.
 fn sweep(
     name: &str,
     dtype: DType,
@@ -538,30 +543,27 @@ fn sweep(
     f: &dyn Fn() -> KResult<Outputs>,
     out: &mut Vec<(String, Outcome)>,
 ) {
-    let levels: Vec<Option<Level>> = if per_level {
-        simd::supported_levels().into_iter().map(Some).collect()
-    } else {
-        vec![None]
+    let run = || match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(o)) => Outcome::Outputs(o),
+        Ok(Err(e)) => Outcome::Rejected(e.to_string()),
+        Err(p) => Outcome::Panicked(panic_message(p)),
     };
+    if !per_level {
+        out.push((format!("{name}/{}", dtype.name()), run()));
+        return;
+    }
+    // A panic inside `run` is caught, so the lock is never poisoned by this function.
+    let _guard = LEVEL_SWEEP.lock().unwrap_or_else(|e| e.into_inner());
     let before = simd::active_level();
-    for level in levels {
-        let label = match level {
-            Some(l) => format!("{name}@{}/{}", l.name(), dtype.name()),
-            None => format!("{name}/{}", dtype.name()),
-        };
-        if let Some(l) = level {
-            simd::set_max_level(l);
-        }
-        let outcome = match catch_unwind(AssertUnwindSafe(f)) {
-            Ok(Ok(o)) => Outcome::Outputs(o),
-            Ok(Err(e)) => Outcome::Rejected(e.to_string()),
-            Err(p) => Outcome::Panicked(panic_message(p)),
-        };
-        out.push((label, outcome));
+    for level in simd::supported_levels()
+        .into_iter()
+        .filter(|&l| l <= before)
+    {
+        simd::set_max_level(level);
+        let label = format!("{name}@{}/{}", level.name(), dtype.name());
+        out.push((label, run()));
     }
-    if per_level {
-        simd::set_max_level(before);
-    }
+    simd::set_max_level(before);
 }
 
 fn run_dtype<T: Float>(case: &Case, paths: &Paths<T>, out: &mut Vec<(String, Outcome)>) {
