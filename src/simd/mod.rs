@@ -12,7 +12,7 @@
 //!
 //! Kernels inside the crate use the run-time level in one of two ways:
 //!
-//! - [`multiversion!`] wraps a plain loop body (written so that it autovectorises) into a
+//! - `multiversion!` (crate-internal) wraps a plain loop body (written so that it autovectorises) into a
 //!   function compiled three times — AVX-512F, AVX2+FMA and the baseline — and calls the
 //!   clone for [`active_level`];
 //! - generic kernels written against the `SimdVec` vector trait (`simd::vector`, with
