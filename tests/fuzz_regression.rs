@@ -53,7 +53,10 @@ fn replay(target: &str) {
 
 #[test]
 fn every_target_has_a_test_here() {
-    assert_eq!(checks::TARGETS, ["conv2d", "max_pool2d"]);
+    assert_eq!(
+        checks::TARGETS,
+        ["conv2d", "max_pool2d", "batchnorm", "groupnorm"]
+    );
 }
 
 /// Checks `n` pseudo-random inputs of every length up to 300 bytes (a stable-Rust smoke
@@ -94,4 +97,24 @@ fn max_pool2d() {
 #[test]
 fn max_pool2d_random() {
     random("max_pool2d", 400);
+}
+
+#[test]
+fn batchnorm() {
+    replay("batchnorm");
+}
+
+#[test]
+fn batchnorm_random() {
+    random("batchnorm", 400);
+}
+
+#[test]
+fn groupnorm() {
+    replay("groupnorm");
+}
+
+#[test]
+fn groupnorm_random() {
+    random("groupnorm", 400);
 }

@@ -141,7 +141,7 @@ pub fn check(data: &[u8]) {
         return;
     }
     let dout = inp.data(out_len);
-    let bias_ok = case.bias.map_or(true, |n| n == g.f);
+    let bias_ok = case.bias.is_none_or(|n| n == g.f);
     let b = if bias_ok {
         b
     } else {
@@ -160,7 +160,7 @@ pub fn check(data: &[u8]) {
     }
     let r32 = valid::<f32>(&ctx, &case, &g, &x, &w, b.as_ref(), &dout);
     let r64 = valid::<f64>(&ctx, &case, &g, &x, &w, b.as_ref(), &dout);
-    if [&x, &w, &dout].iter().all(|d| d.f32_exact()) && b.as_ref().map_or(true, Data::f32_exact) {
+    if [&x, &w, &dout].iter().all(|d| d.f32_exact()) && b.as_ref().is_none_or(Data::f32_exact) {
         // The naive f64 result, rounded, is a reference for the naive f32 one.
         cross_dtype(&ctx, &g, &r32, &r64);
     }
@@ -172,7 +172,7 @@ fn column_overflow(c: &Case, out: [u128; 4]) -> bool {
     [ch, kh, kw, out[2], out[3]]
         .iter()
         .try_fold(1u128, |a, &d| a.checked_mul(d))
-        .map_or(true, |v| v > usize::MAX as u128)
+        .is_none_or(|v| v > usize::MAX as u128)
 }
 
 fn view<'a, T: Pick>(s: &[usize], d: &'a Data) -> TensorView<'a, T> {

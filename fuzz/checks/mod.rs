@@ -10,6 +10,7 @@ pub mod cmp;
 pub mod conv;
 pub mod fast;
 pub mod input;
+pub mod norm;
 pub mod pool;
 
 use cnn_kernels::Shape;
@@ -24,7 +25,7 @@ pub const WORK_CAP: usize = 1 << 16;
 pub static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The fuzz targets, by name (the names of `fuzz/fuzz_targets/*.rs` and `fuzz/corpus/*`).
-pub const TARGETS: [&str; 2] = ["conv2d", "max_pool2d"];
+pub const TARGETS: [&str; 4] = ["conv2d", "max_pool2d", "batchnorm", "groupnorm"];
 
 /// Runs the checker of `target` on `data`; panics on a contract violation or an unknown
 /// target.
@@ -33,6 +34,8 @@ pub fn run(target: &str, data: &[u8]) {
     match target {
         "conv2d" => conv::check(data),
         "max_pool2d" => pool::check(data),
+        "batchnorm" => norm::check_bn(data),
+        "groupnorm" => norm::check_gn(data),
         _ => panic!("unknown fuzz target {target:?}"),
     }
 }
