@@ -286,11 +286,22 @@ fn dot_sums_body<T: Float, const L: usize>(x: &[T], dy: &[T], m: T) -> (f64, f64
         *a += dv;
         *b += dv * (xv - m);
     }
-    (hsum(&sd), hsum(&sdx))
+    let r = (hsum(&sd), hsum(&sdx));
+    if r.0.is_finite() && r.1.is_finite() {
+        return r;
+    }
+    // A product dy·(x − m) or a lane sum overflowed `T` (or the data is not finite): redo
+    // the sums in `f64`, as the naive kernels do, where only non-finite data stays
+    // non-finite.
+    x.iter().zip(dy).fold((0.0, 0.0), |(a, b), (&xv, &dv)| {
+        let dv = dv.to_f64();
+        (a + dv, b + dv * (xv.to_f64() - m.to_f64()))
+    })
 }
 
 dispatch!(
-    /// `(Σ dy, Σ dy·(x − m))` in `f64` (lanes summed in `T`).
+    /// `(Σ dy, Σ dy·(x − m))` in `f64` (lanes summed in `T`; in `f64` throughout if that
+    /// overflows).
     fn dot_sums => dot_sums_body(x: &[T], dy: &[T], m: T) -> (f64, f64)
 );
 
