@@ -103,7 +103,10 @@ pub fn check(data: &[u8]) {
         (Ok(g), None) => panic!("{ctx}: accepted an invalid problem: {g:?}"),
         (Err(e), Some(s)) => {
             // Valid by the formula: only a size overflowing usize may be refused.
-            let overflow = s.iter().product::<u128>() > usize::MAX as u128
+            let overflow = s
+                .iter()
+                .try_fold(1u128, |a, &d| a.checked_mul(d))
+                .is_none_or(|v| v > usize::MAX as u128)
                 || xs.checked_len().is_none()
                 || ws.checked_len().is_none()
                 || column_overflow(&case, s);

@@ -83,8 +83,11 @@ pub fn check(data: &[u8]) {
         }
         (Ok(g), None) => panic!("{ctx}: accepted an invalid problem: {g:?}"),
         (Err(e), Some(s)) => {
-            let overflow =
-                s.iter().product::<u128>() > usize::MAX as u128 || xs.checked_len().is_none();
+            let overflow = s
+                .iter()
+                .try_fold(1u128, |a, &d| a.checked_mul(d))
+                .is_none_or(|v| v > usize::MAX as u128)
+                || xs.checked_len().is_none();
             assert!(
                 overflow && matches!(e, Error::TooLarge { .. }),
                 "{ctx}: refused a valid problem: {e}"
