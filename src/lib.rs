@@ -39,10 +39,13 @@ pub mod conv;
 mod error;
 mod float;
 mod geometry;
+#[cfg(feature = "ndarray")]
+pub mod ndarray_interop;
 pub mod norm;
 pub mod pool;
 pub mod simd;
 mod tensor;
+pub mod threads;
 
 pub use alloc::MAX_ALLOC_BYTES;
 pub use error::{Error, Result};
