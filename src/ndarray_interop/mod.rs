@@ -10,7 +10,7 @@
 //! must be in *standard layout* (row-major, C-contiguous, no gaps, positive strides: what
 //! `Array::zeros`, `from_shape_vec` and `.as_standard_layout()` give). A transposed,
 //! sliced-with-step or otherwise strided view is refused with
-//! [`Error::ShapeMismatch`](crate::Error::ShapeMismatch) whose message says the array is
+//! [`Error::ShapeMismatch`] whose message says the array is
 //! not in standard (C-contiguous) layout; call `.as_standard_layout()` on it to make the
 //! copy explicitly.
 //!
