@@ -140,7 +140,7 @@ fn draw(class: usize, rng: &mut Rng, out: &mut Vec<f32>) {
             break (a, b);
         }
     };
-    let noise = rng.range(0.05, 0.3);
+    let noise = rng.range(0.02, 0.1);
     let mut t = vec![0.0f32; SIZE * SIZE];
     for (i, v) in t.iter_mut().enumerate() {
         *v = pattern((i / SIZE) as f32, (i % SIZE) as f32).clamp(0.0, 1.0);
@@ -151,4 +151,35 @@ fn draw(class: usize, rng: &mut Rng, out: &mut Vec<f32>) {
             out.push(2.0 * px - 1.0);
         }
     }
+}
+
+/// Writes a binary PPM of `per_class` images of every class (one class per row), pixels
+/// mapped from `[-1, 1]` to `0..=255`, for a look at what the network sees.
+pub fn write_samples_ppm(set: &Dataset, per_class: usize, path: &str) -> std::io::Result<()> {
+    let gap = 2;
+    let (cols, rows) = (per_class, CLASSES.len());
+    let (w, h) = (cols * (SIZE + gap), rows * (SIZE + gap));
+    let mut img = vec![255u8; w * h * 3];
+    let mut filled = vec![0usize; rows];
+    for i in 0..set.len() {
+        let class = set.labels[i] as usize;
+        if filled[class] == per_class {
+            continue;
+        }
+        let (ox, oy) = (filled[class] * (SIZE + gap), class * (SIZE + gap));
+        filled[class] += 1;
+        let im = set.image(i);
+        for c in 0..CHANNELS {
+            for y in 0..SIZE {
+                for x in 0..SIZE {
+                    let v = im[(c * SIZE + y) * SIZE + x];
+                    let byte = ((v + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8;
+                    img[((oy + y) * w + ox + x) * 3 + c] = byte;
+                }
+            }
+        }
+    }
+    let mut out = format!("P6\n{w} {h}\n255\n").into_bytes();
+    out.extend_from_slice(&img);
+    std::fs::write(path, out)
 }

@@ -20,6 +20,8 @@ use crate::rng::Rng;
 pub enum Backend {
     /// The reference loops (`conv::naive`, `pool::naive`, `norm::naive`).
     Naive,
+    /// The fast kernels (`conv::forward`, `pool::forward`, `norm::spatial_batch_norm_*`, …).
+    Fast,
 }
 
 impl Backend {
@@ -27,6 +29,7 @@ impl Backend {
     pub fn name(self) -> &'static str {
         match self {
             Backend::Naive => "naive",
+            Backend::Fast => "fast",
         }
     }
 
@@ -39,6 +42,7 @@ impl Backend {
     ) -> Result<Tensor<f32>> {
         match self {
             Backend::Naive => conv::naive::forward(x, w, Some(b), p),
+            Backend::Fast => conv::forward(x, w, Some(b), p),
         }
     }
 
@@ -51,12 +55,14 @@ impl Backend {
     ) -> Result<conv::Conv2dGrads<f32>> {
         match self {
             Backend::Naive => conv::naive::backward(dout, x, w, p),
+            Backend::Fast => conv::backward(dout, x, w, p),
         }
     }
 
     fn pool_forward(self, x: TensorView<'_, f32>, p: &MaxPool2dParams) -> Result<Tensor<f32>> {
         match self {
             Backend::Naive => pool::naive::forward(x, p),
+            Backend::Fast => pool::forward(x, p),
         }
     }
 
@@ -68,6 +74,7 @@ impl Backend {
     ) -> Result<Tensor<f32>> {
         match self {
             Backend::Naive => pool::naive::backward(dout, x, p),
+            Backend::Fast => pool::backward(dout, x, p),
         }
     }
 
@@ -81,6 +88,7 @@ impl Backend {
         let (rm, rv) = (&mut bn.running_mean, &mut bn.running_var);
         match self {
             Backend::Naive => norm::naive::spatial_batch_norm_forward(x, g, b, rm, rv, p),
+            Backend::Fast => norm::spatial_batch_norm_forward(x, g, b, rm, rv, p),
         }
     }
 
@@ -93,6 +101,7 @@ impl Backend {
     ) -> Result<norm::NormGrads<f32>> {
         match self {
             Backend::Naive => norm::naive::spatial_batch_norm_backward(dout, x, gamma, cache),
+            Backend::Fast => norm::spatial_batch_norm_backward(dout, x, gamma, cache),
         }
     }
 }
