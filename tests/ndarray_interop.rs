@@ -324,3 +324,335 @@ fn conversion_helpers_borrow_and_move_without_copying() {
         "{e}"
     );
 }
+
+fn shape(d: &[usize]) -> cnn_kernels::Shape {
+    cnn_kernels::Shape::new(d).unwrap()
+}
+
+#[test]
+fn fast_conv_allocating_and_into_match_slice_api() {
+    let mut r = Rng(6);
+    let x = r.a4((3, 4, 11, 9));
+    let w = r.a4((8, 4, 3, 3));
+    let b = r.a1(8);
+    let p = Conv2dParams::default().padding([1, 2]).stride([2, 1]);
+    let out = nd::conv::forward(x.view(), w.view(), Some(b.view()), &p).unwrap();
+    let want = conv::forward(tv(&x), tv(&w), Some(b.as_slice().unwrap()), &p).unwrap();
+    assert_eq!(out.shape(), want.shape().dims());
+    assert_eq!(out.as_slice().unwrap(), want.data());
+
+    let g = conv::Conv2dGeometry::new(shape(x.shape()), shape(w.shape()), &p).unwrap();
+    let mut ws = vec![0.0f32; conv::forward_workspace_len(&g)];
+    let mut out2 = Array4::<f32>::from_elem(out.dim(), f32::NAN);
+    nd::conv::forward_into(
+        x.view(),
+        w.view(),
+        Some(b.view()),
+        &p,
+        out2.view_mut(),
+        &mut ws,
+    )
+    .unwrap();
+    assert_eq!(out2.as_slice().unwrap(), want.data());
+
+    let dout = r.a4(out.dim());
+    let gr = nd::conv::backward(dout.view(), x.view(), w.view(), &p).unwrap();
+    let gw = conv::backward(tv(&dout), tv(&x), tv(&w), &p).unwrap();
+    assert_eq!(gr.dx.as_slice().unwrap(), gw.dx.data());
+    assert_eq!(gr.dw.as_slice().unwrap(), gw.dw.data());
+    assert_eq!(gr.db.to_vec(), gw.db);
+    let mut ws = vec![0.0f32; conv::backward_workspace_len(&g)];
+    let (mut dx, mut dw, mut db) = (
+        Array4::from_elem(x.dim(), f32::NAN),
+        Array4::from_elem(w.dim(), f32::NAN),
+        Array1::from_elem(8, f32::NAN),
+    );
+    nd::conv::backward_into(
+        dout.view(),
+        x.view(),
+        w.view(),
+        &p,
+        dx.view_mut(),
+        dw.view_mut(),
+        db.view_mut(),
+        &mut ws,
+    )
+    .unwrap();
+    assert_eq!(dx.as_slice().unwrap(), gw.dx.data());
+    assert_eq!(dw.as_slice().unwrap(), gw.dw.data());
+    assert_eq!(db.to_vec(), gw.db);
+
+    // A transposed output, a strided db: refused, naming the argument.
+    let mut big = Array4::<f32>::zeros((3, 8, 6, 11));
+    let e = nd::conv::forward_into(
+        x.view(),
+        w.view(),
+        None,
+        &p,
+        big.view_mut().permuted_axes([0, 1, 3, 2]),
+        &mut ws,
+    );
+    assert_layout_err(e.unwrap_err(), "conv2d", "out (shape");
+    let mut db2 = Array1::<f32>::zeros(16);
+    let e = nd::conv::backward_into(
+        dout.view(),
+        x.view(),
+        w.view(),
+        &p,
+        dx.view_mut(),
+        dw.view_mut(),
+        db2.slice_mut(s![..;2]),
+        &mut ws,
+    );
+    assert_layout_err(e.unwrap_err(), "conv2d", "db (shape");
+    // Workspace errors pass through.
+    let e = nd::conv::forward_into(x.view(), w.view(), None, &p, out2.view_mut(), &mut []);
+    let g0 = conv::forward_workspace_len(&g);
+    if g0 > 0 {
+        assert!(matches!(e, Err(Error::WorkspaceTooSmall { .. })), "{e:?}");
+    }
+}
+
+#[test]
+fn fast_pool_allocating_and_into_match_slice_api() {
+    let mut r = Rng(7);
+    let x = r.a4((2, 5, 9, 10));
+    let p = MaxPool2dParams::new([3, 3]).stride([2, 2]).padding([1, 1]);
+    let out = nd::pool::forward(x.view(), &p).unwrap();
+    let want = pool::forward(tv(&x), &p).unwrap();
+    assert_eq!(out.as_slice().unwrap(), want.data());
+    let mut out2 = Array4::from_elem(out.dim(), f32::NAN);
+    nd::pool::forward_into(x.view(), &p, out2.view_mut()).unwrap();
+    assert_eq!(out2, out);
+
+    let (out3, idx) = nd::pool::forward_with_indices(x.view(), &p).unwrap();
+    let (want3, idx_w) = pool::forward_with_indices(tv(&x), &p).unwrap();
+    assert_eq!(out3.as_slice().unwrap(), want3.data());
+    assert_eq!(idx, idx_w);
+    let g = pool::MaxPool2dGeometry::new(shape(x.shape()), &p).unwrap();
+    let mut idx2 = pool::MaxPool2dIndices::new(&g).unwrap();
+    let mut out4 = Array4::from_elem(out.dim(), f32::NAN);
+    nd::pool::forward_with_indices_into(x.view(), &p, out4.view_mut(), &mut idx2).unwrap();
+    assert_eq!(out4, out);
+    assert_eq!(idx2, idx);
+
+    let dout = r.a4(out.dim());
+    let dx = nd::pool::backward(dout.view(), x.view(), &p).unwrap();
+    let dxw = pool::backward(tv(&dout), tv(&x), &p).unwrap();
+    assert_eq!(dx.as_slice().unwrap(), dxw.data());
+    let dxi = nd::pool::backward_with_indices(dout.view(), &idx, &p).unwrap();
+    let dxiw = pool::backward_with_indices(tv(&dout), &idx_w, &p).unwrap();
+    assert_eq!(dxi.as_slice().unwrap(), dxiw.data());
+    let mut d2 = Array4::from_elem(x.dim(), f32::NAN);
+    nd::pool::backward_into(dout.view(), x.view(), &p, d2.view_mut()).unwrap();
+    assert_eq!(d2, dx);
+    let mut d3 = Array4::from_elem(x.dim(), f32::NAN);
+    nd::pool::backward_with_indices_into(dout.view(), &idx, &p, d3.view_mut()).unwrap();
+    assert_eq!(d3, dxi);
+
+    let mut t = Array4::<f32>::zeros((2, 5, 10, 9));
+    let e = nd::pool::backward_into(dout.view(), x.view(), &p, t.view_mut().reversed_axes());
+    assert_layout_err(e.unwrap_err(), "max_pool2d", "dx (shape");
+    let e = nd::pool::forward_with_indices(x.slice(s![.., .., .., ..;2]), &p);
+    assert_layout_err(e.unwrap_err(), "max_pool2d", "x (shape");
+}
+
+#[test]
+fn fast_norm_allocating_and_into_match_slice_api() {
+    let mut r = Rng(8);
+    // Spatial batch norm.
+    let x = r.a4((4, 3, 5, 7));
+    let (gamma, beta) = (r.a1(3), r.a1(3));
+    let (g, bt) = (gamma.as_slice().unwrap(), beta.as_slice().unwrap());
+    let p = BatchNormParams::default();
+    let (mut rm, mut rv) = (Array1::<f32>::zeros(3), Array1::<f32>::ones(3));
+    let (mut rm2, mut rv2) = (rm.to_vec(), rv.to_vec());
+    let (y, cache) = nd::norm::spatial_batch_norm_forward(
+        x.view(),
+        gamma.view(),
+        beta.view(),
+        rm.view_mut(),
+        rv.view_mut(),
+        &p,
+    )
+    .unwrap();
+    let (yw, cw) = norm::spatial_batch_norm_forward(tv(&x), g, bt, &mut rm2, &mut rv2, &p).unwrap();
+    assert_eq!(y.as_slice().unwrap(), yw.data());
+    assert_eq!((&cache, rm.to_vec(), rv.to_vec()), (&cw, rm2, rv2));
+    let (mut rm3, mut rv3) = (Array1::<f32>::zeros(3), Array1::<f32>::ones(3));
+    let mut y2 = Array4::from_elem(x.dim(), f32::NAN);
+    let mut cache2 = cw.clone();
+    nd::norm::spatial_batch_norm_forward_into(
+        x.view(),
+        gamma.view(),
+        beta.view(),
+        rm3.view_mut(),
+        rv3.view_mut(),
+        &p,
+        y2.view_mut(),
+        &mut cache2,
+    )
+    .unwrap();
+    assert_eq!((y2.as_slice().unwrap(), &cache2), (yw.data(), &cw));
+    assert_eq!((rm3, rv3), (rm.clone(), rv.clone()));
+    let dout = r.a4(x.dim());
+    let gr =
+        nd::norm::spatial_batch_norm_backward(dout.view(), x.view(), gamma.view(), &cache).unwrap();
+    let gw = norm::spatial_batch_norm_backward(tv(&dout), tv(&x), g, &cw).unwrap();
+    assert_eq!(gr.dx.as_slice().unwrap(), gw.dx.data());
+    assert_eq!(
+        (gr.dgamma.to_vec(), gr.dbeta.to_vec()),
+        (gw.dgamma.clone(), gw.dbeta.clone())
+    );
+    let (mut dx, mut dg, mut db) = (
+        Array4::from_elem(x.dim(), f32::NAN),
+        Array1::from_elem(3, f32::NAN),
+        Array1::from_elem(3, f32::NAN),
+    );
+    nd::norm::spatial_batch_norm_backward_into(
+        dout.view(),
+        x.view(),
+        gamma.view(),
+        &cache,
+        dx.view_mut(),
+        dg.view_mut(),
+        db.view_mut(),
+    )
+    .unwrap();
+    assert_eq!(dx, gr.dx);
+    assert_eq!((dg, db), (gr.dgamma, gr.dbeta));
+    let mut dxt = Array4::<f32>::zeros((4, 3, 7, 5));
+    let e = nd::norm::spatial_batch_norm_backward_into(
+        dout.view(),
+        x.view(),
+        gamma.view(),
+        &cache,
+        dxt.view_mut().permuted_axes([0, 1, 3, 2]),
+        Array1::zeros(3).view_mut(),
+        Array1::zeros(3).view_mut(),
+    );
+    assert_layout_err(e.unwrap_err(), "spatial_batch_norm", "dx (shape");
+
+    // Vanilla batch norm on (N, D).
+    let x2 = Array2::from_shape_simple_fn((6, 4), || r.next());
+    let x2v = TensorView::new([6, 4], x2.as_slice().unwrap()).unwrap();
+    let (gamma2, beta2) = (r.a1(4), r.a1(4));
+    let (mut rm, mut rv) = (Array1::<f32>::zeros(4), Array1::<f32>::ones(4));
+    let (mut rm2, mut rv2) = (rm.to_vec(), rv.to_vec());
+    let g2 = gamma2.as_slice().unwrap();
+    let (y, cache) = nd::norm::batch_norm_forward(
+        x2.view(),
+        gamma2.view(),
+        beta2.view(),
+        rm.view_mut(),
+        rv.view_mut(),
+        &p,
+    )
+    .unwrap();
+    let (yw, cw) =
+        norm::batch_norm_forward(x2v, g2, beta2.as_slice().unwrap(), &mut rm2, &mut rv2, &p)
+            .unwrap();
+    assert_eq!(y.as_slice().unwrap(), yw.data());
+    assert_eq!((&cache, rm.to_vec(), rv.to_vec()), (&cw, rm2, rv2));
+    let (mut rm3, mut rv3) = (Array1::<f32>::zeros(4), Array1::<f32>::ones(4));
+    let mut y2 = Array2::from_elem((6, 4), f32::NAN);
+    let mut cache2 = cw.clone();
+    nd::norm::batch_norm_forward_into(
+        x2.view(),
+        gamma2.view(),
+        beta2.view(),
+        rm3.view_mut(),
+        rv3.view_mut(),
+        &p,
+        y2.view_mut(),
+        &mut cache2,
+    )
+    .unwrap();
+    assert_eq!((y2, cache2), (y, cache.clone()));
+    let dout2 = Array2::from_shape_simple_fn((6, 4), || r.next());
+    let gr = nd::norm::batch_norm_backward(dout2.view(), x2.view(), gamma2.view(), &cache).unwrap();
+    let dv = TensorView::new([6, 4], dout2.as_slice().unwrap()).unwrap();
+    let gw = norm::batch_norm_backward(dv, x2v, g2, &cw).unwrap();
+    assert_eq!(gr.dx.as_slice().unwrap(), gw.dx.data());
+    assert_eq!(
+        (gr.dgamma.to_vec(), gr.dbeta.to_vec()),
+        (gw.dgamma, gw.dbeta)
+    );
+    let (mut dx, mut dg, mut db) = (
+        Array2::from_elem((6, 4), f32::NAN),
+        Array1::from_elem(4, f32::NAN),
+        Array1::from_elem(4, f32::NAN),
+    );
+    nd::norm::batch_norm_backward_into(
+        dout2.view(),
+        x2.view(),
+        gamma2.view(),
+        &cache,
+        dx.view_mut(),
+        dg.view_mut(),
+        db.view_mut(),
+    )
+    .unwrap();
+    assert_eq!((dx, dg, db), (gr.dx, gr.dgamma, gr.dbeta));
+
+    // Group norm.
+    let x = r.a4((2, 6, 3, 5));
+    let (gamma, beta) = (r.a1(6), r.a1(6));
+    let (g, bt) = (gamma.as_slice().unwrap(), beta.as_slice().unwrap());
+    let gp = GroupNormParams::new(2);
+    let (y, cache) =
+        nd::norm::group_norm_forward(x.view(), gamma.view(), beta.view(), &gp).unwrap();
+    let (yw, cw) = norm::group_norm_forward(tv(&x), g, bt, &gp).unwrap();
+    assert_eq!((y.as_slice().unwrap(), &cache), (yw.data(), &cw));
+    let mut y2 = Array4::from_elem(x.dim(), f32::NAN);
+    let mut cache2 = cw.clone();
+    nd::norm::group_norm_forward_into(
+        x.view(),
+        gamma.view(),
+        beta.view(),
+        &gp,
+        y2.view_mut(),
+        &mut cache2,
+    )
+    .unwrap();
+    assert_eq!((&y2, &cache2), (&y, &cache));
+    let dout = r.a4(x.dim());
+    let gr = nd::norm::group_norm_backward(dout.view(), x.view(), gamma.view(), &cache).unwrap();
+    let gw = norm::group_norm_backward(tv(&dout), tv(&x), g, &cw).unwrap();
+    assert_eq!(gr.dx.as_slice().unwrap(), gw.dx.data());
+    assert_eq!(
+        (gr.dgamma.to_vec(), gr.dbeta.to_vec()),
+        (gw.dgamma, gw.dbeta)
+    );
+    let gg = norm::GroupNormGeometry::new("group_norm", shape(x.shape()), 2, 6, 6).unwrap();
+    let mut ws = vec![0.0f64; norm::group_norm_backward_workspace_len(&gg)];
+    let (mut dx, mut dg, mut db) = (
+        Array4::from_elem(x.dim(), f32::NAN),
+        Array1::from_elem(6, f32::NAN),
+        Array1::from_elem(6, f32::NAN),
+    );
+    nd::norm::group_norm_backward_into(
+        dout.view(),
+        x.view(),
+        gamma.view(),
+        &cache,
+        dx.view_mut(),
+        dg.view_mut(),
+        db.view_mut(),
+        &mut ws,
+    )
+    .unwrap();
+    assert_eq!((dx, dg, db), (gr.dx, gr.dgamma, gr.dbeta));
+    let mut dgm = Array2::<f32>::zeros((6, 2));
+    let e = nd::norm::group_norm_backward_into(
+        dout.view(),
+        x.view(),
+        gamma.view(),
+        &cache,
+        Array4::zeros(x.dim()).view_mut(),
+        dgm.column_mut(0),
+        Array1::zeros(6).view_mut(),
+        &mut ws,
+    );
+    assert_layout_err(e.unwrap_err(), "group_norm", "dgamma (shape");
+}

@@ -26,62 +26,72 @@ fn data(n: usize, seed: u64) -> Vec<f32> {
 
 const X: [usize; 4] = [8, 16, 20, 20];
 
-/// Runs every layer forward and backward on the reference kernels, returning every output
-/// (outputs, gradients, caches, updated running statistics), flattened.
-fn naive_suite() -> Vec<Vec<f32>> {
-    let xs = data(X.iter().product(), 1);
-    let x = TensorView::new(X, &xs).unwrap();
-    let ws = data(24 * 16 * 9, 2);
-    let w = TensorView::new([24, 16, 3, 3], &ws).unwrap();
-    let b = data(24, 3);
-    let cp = Conv2dParams::default().padding([1, 1]);
-    let mut outs = Vec::new();
+/// Defines `$fname`: every layer forward and backward on the given kernel modules, returning
+/// every output (outputs, gradients, caches, updated running statistics), flattened.
+macro_rules! suite {
+    ($fname:ident, $conv:path, $pool:path, $norm:path) => {
+        fn $fname() -> Vec<Vec<f32>> {
+            use $conv as kc;
+            use $norm as kn;
+            use $pool as kp;
+            let xs = data(X.iter().product(), 1);
+            let x = TensorView::new(X, &xs).unwrap();
+            let ws = data(24 * 16 * 9, 2);
+            let w = TensorView::new([24, 16, 3, 3], &ws).unwrap();
+            let b = data(24, 3);
+            let cp = Conv2dParams::default().padding([1, 1]);
+            let mut outs = Vec::new();
 
-    let y = conv::naive::forward(x, w, Some(&b), &cp).unwrap();
-    let dy = data(y.data().len(), 4);
-    let g = conv::naive::backward(TensorView::new(y.shape(), &dy).unwrap(), x, w, &cp).unwrap();
-    outs.extend([y.into_vec(), g.dx.into_vec(), g.dw.into_vec(), g.db]);
+            let y = kc::forward(x, w, Some(&b), &cp).unwrap();
+            let dy = data(y.data().len(), 4);
+            let g = kc::backward(TensorView::new(y.shape(), &dy).unwrap(), x, w, &cp).unwrap();
+            outs.extend([y.into_vec(), g.dx.into_vec(), g.dw.into_vec(), g.db]);
 
-    let pp = MaxPool2dParams::new([3, 3]).stride([2, 2]).padding([1, 1]);
-    let y = pool::naive::forward(x, &pp).unwrap();
-    let dy = data(y.data().len(), 5);
-    let dx = pool::naive::backward(TensorView::new(y.shape(), &dy).unwrap(), x, &pp).unwrap();
-    outs.extend([y.into_vec(), dx.into_vec()]);
+            let pp = MaxPool2dParams::new([3, 3]).stride([2, 2]).padding([1, 1]);
+            let y = kp::forward(x, &pp).unwrap();
+            let dy = data(y.data().len(), 5);
+            let dx = kp::backward(TensorView::new(y.shape(), &dy).unwrap(), x, &pp).unwrap();
+            outs.extend([y.into_vec(), dx.into_vec()]);
 
-    let (gamma, beta) = (data(16, 6), data(16, 7));
-    let (mut rm, mut rv) = (vec![0.0f32; 16], vec![1.0f32; 16]);
-    let bp = BatchNormParams::default();
-    let (y, cache) =
-        norm::naive::spatial_batch_norm_forward(x, &gamma, &beta, &mut rm, &mut rv, &bp).unwrap();
-    let dy = data(y.data().len(), 8);
-    let dyv = TensorView::new(X, &dy).unwrap();
-    let g = norm::naive::spatial_batch_norm_backward(dyv, x, &gamma, &cache).unwrap();
-    outs.extend([y.into_vec(), g.dx.into_vec(), g.dgamma, g.dbeta]);
-    outs.extend([cache.mean, cache.inv_std, rm, rv]);
+            let (gamma, beta) = (data(16, 6), data(16, 7));
+            let (mut rm, mut rv) = (vec![0.0f32; 16], vec![1.0f32; 16]);
+            let bp = BatchNormParams::default();
+            let (y, cache) =
+                kn::spatial_batch_norm_forward(x, &gamma, &beta, &mut rm, &mut rv, &bp).unwrap();
+            let dy = data(y.data().len(), 8);
+            let dyv = TensorView::new(X, &dy).unwrap();
+            let g = kn::spatial_batch_norm_backward(dyv, x, &gamma, &cache).unwrap();
+            outs.extend([y.into_vec(), g.dx.into_vec(), g.dgamma, g.dbeta]);
+            outs.extend([cache.mean, cache.inv_std, rm, rv]);
 
-    let x2 = TensorView::new([X[0] * X[1], X[2] * X[3]], &xs).unwrap();
-    let (gamma2, beta2) = (data(400, 9), data(400, 10));
-    let (mut rm, mut rv) = (vec![0.0f32; 400], vec![1.0f32; 400]);
-    let (y, cache) =
-        norm::naive::batch_norm_forward(x2, &gamma2, &beta2, &mut rm, &mut rv, &bp).unwrap();
-    let dyv = TensorView::new(x2.shape(), &dy).unwrap();
-    let g = norm::naive::batch_norm_backward(dyv, x2, &gamma2, &cache).unwrap();
-    outs.extend([y.into_vec(), g.dx.into_vec(), g.dgamma, g.dbeta, rm, rv]);
+            let x2 = TensorView::new([X[0] * X[1], X[2] * X[3]], &xs).unwrap();
+            let (gamma2, beta2) = (data(400, 9), data(400, 10));
+            let (mut rm, mut rv) = (vec![0.0f32; 400], vec![1.0f32; 400]);
+            let (y, cache) =
+                kn::batch_norm_forward(x2, &gamma2, &beta2, &mut rm, &mut rv, &bp).unwrap();
+            let dyv = TensorView::new(x2.shape(), &dy).unwrap();
+            let g = kn::batch_norm_backward(dyv, x2, &gamma2, &cache).unwrap();
+            outs.extend([y.into_vec(), g.dx.into_vec(), g.dgamma, g.dbeta, rm, rv]);
 
-    let gp = GroupNormParams::new(4);
-    let (y, cache) = norm::naive::group_norm_forward(x, &gamma, &beta, &gp).unwrap();
-    let dyv = TensorView::new(X, &dy).unwrap();
-    let g = norm::naive::group_norm_backward(dyv, x, &gamma, &cache).unwrap();
-    outs.extend([y.into_vec(), g.dx.into_vec(), g.dgamma, g.dbeta]);
-    outs
+            let gp = GroupNormParams::new(4);
+            let (y, cache) = kn::group_norm_forward(x, &gamma, &beta, &gp).unwrap();
+            let dyv = TensorView::new(X, &dy).unwrap();
+            let g = kn::group_norm_backward(dyv, x, &gamma, &cache).unwrap();
+            outs.extend([y.into_vec(), g.dx.into_vec(), g.dgamma, g.dbeta]);
+            outs
+        }
+    };
 }
+
+suite!(naive_suite, conv::naive, pool::naive, norm::naive);
+suite!(fast_suite, conv, pool, norm);
 
 /// A named function running a set of kernels and returning their outputs.
 type Suite = (&'static str, fn() -> Vec<Vec<f32>>);
 
 /// Every suite of kernels this file checks.
 fn suites() -> Vec<Suite> {
-    vec![("naive", naive_suite)]
+    vec![("fast", fast_suite), ("naive", naive_suite)]
 }
 
 fn bits(v: &[Vec<f32>]) -> Vec<Vec<u32>> {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use cnn_kernels::conv::{self, Conv2dParams};
 use cnn_kernels::norm::{self, BatchNormCache, BatchNormMode, BatchNormParams};
-use cnn_kernels::pool::{self, MaxPool2dParams};
+use cnn_kernels::pool::{self, MaxPool2dIndices, MaxPool2dParams};
 use cnn_kernels::{Result, Tensor, TensorView};
 
 use crate::rng::Rng;
@@ -59,10 +59,16 @@ impl Backend {
         }
     }
 
-    fn pool_forward(self, x: TensorView<'_, f32>, p: &MaxPool2dParams) -> Result<Tensor<f32>> {
+    /// Max-pool forward; the fast path also records the winners so that the backward need
+    /// not search the windows again.
+    fn pool_forward(
+        self,
+        x: TensorView<'_, f32>,
+        p: &MaxPool2dParams,
+    ) -> Result<(Tensor<f32>, Option<MaxPool2dIndices>)> {
         match self {
-            Backend::Naive => pool::naive::forward(x, p),
-            Backend::Fast => pool::forward(x, p),
+            Backend::Naive => Ok((pool::naive::forward(x, p)?, None)),
+            Backend::Fast => pool::forward_with_indices(x, p).map(|(y, i)| (y, Some(i))),
         }
     }
 
@@ -70,11 +76,13 @@ impl Backend {
         self,
         dout: TensorView<'_, f32>,
         x: TensorView<'_, f32>,
+        indices: Option<&MaxPool2dIndices>,
         p: &MaxPool2dParams,
     ) -> Result<Tensor<f32>> {
-        match self {
-            Backend::Naive => pool::naive::backward(dout, x, p),
-            Backend::Fast => pool::backward(dout, x, p),
+        match (self, indices) {
+            (Backend::Naive, _) => pool::naive::backward(dout, x, p),
+            (Backend::Fast, Some(idx)) => pool::backward_with_indices(dout, idx, p),
+            (Backend::Fast, None) => pool::backward(dout, x, p),
         }
     }
 
@@ -373,7 +381,7 @@ impl Net {
             a = backend.bn_forward(a.view(), bn, &p)?.0;
         }
         relu(a.data_mut());
-        let p = backend.pool_forward(a.view(), &self.pool)?;
+        let (p, _) = backend.pool_forward(a.view(), &self.pool)?;
         let mut h = affine_forward(
             p.data(),
             &self.w2.value,
@@ -409,7 +417,7 @@ impl Net {
             None => a1.clone(),
         };
         relu(r1.data_mut());
-        let p1 = backend.pool_forward(r1.view(), &self.pool)?;
+        let (p1, p1_idx) = backend.pool_forward(r1.view(), &self.pool)?;
         let flat = p1.data().len() / n;
         let mut h = affine_forward(p1.data(), &self.w2.value, &self.b2.value, n, flat);
         relu(&mut h);
@@ -428,7 +436,7 @@ impl Net {
         relu_backward(&mut dh, &h);
         let dp1 = affine_backward(&dh, p1.data(), &mut self.w2, &mut self.b2, n);
         let dp1 = TensorView::new(p1.shape(), &dp1)?;
-        let mut dr1 = backend.pool_backward(dp1, r1.view(), &self.pool)?;
+        let mut dr1 = backend.pool_backward(dp1, r1.view(), p1_idx.as_ref(), &self.pool)?;
         relu_backward(dr1.data_mut(), r1.data());
         let da1 = match (&mut self.bn, &bn_cache) {
             (Some(bn), Some(cache)) => {

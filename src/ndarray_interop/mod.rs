@@ -1,10 +1,14 @@
 //! [`ndarray`] interop (cargo feature `ndarray`): every layer on `ArrayView`s and `Array`s.
 //!
-//! The submodules mirror the crate's layer modules — [`conv`], [`pool`], [`norm`] — and
-//! each holds a `naive` submodule wrapping the reference kernels the same way. Inputs are
-//! [`ndarray::ArrayView4`] (NCHW) or [`ndarray::ArrayView2`] (`(N, D)` batch norm), per-channel
-//! vectors are [`ndarray::ArrayView1`] (running statistics [`ndarray::ArrayViewMut1`]), and
-//! results are owned [`ndarray::Array4`] / [`ndarray::Array2`] / [`ndarray::Array1`].
+//! The submodules mirror the crate's layer modules — [`conv`], [`pool`], [`norm`] — with the
+//! fast kernels in both the allocating and the allocation-free (`*_into`) forms, and a
+//! `naive` submodule in each wrapping the reference kernels the same way. Inputs are
+//! [`ndarray::ArrayView4`] (NCHW) or [`ndarray::ArrayView2`] (`(N, D)` batch norm),
+//! per-channel vectors are [`ndarray::ArrayView1`] (running statistics
+//! [`ndarray::ArrayViewMut1`]); the allocating forms return owned [`ndarray::Array4`] /
+//! [`ndarray::Array2`] / [`ndarray::Array1`], the `*_into` forms write into
+//! [`ndarray::ArrayViewMut4`] / [`ndarray::ArrayViewMut2`] / [`ndarray::ArrayViewMut1`]
+//! outputs and take the same workspace slices as the slice API.
 //!
 //! **No hidden copies.** The wrappers borrow the arrays' memory directly, so every array
 //! must be in *standard layout* (row-major, C-contiguous, no gaps, positive strides: what
@@ -25,16 +29,27 @@
 //! let x = Array4::<f32>::from_shape_fn((2, 3, 8, 8), |(n, c, h, w)| (n + c + h * w) as f32);
 //! let w = Array4::<f32>::ones((4, 3, 3, 3));
 //! let p = Conv2dParams::default().padding([1, 1]);
-//! let out = ndarray_interop::conv::naive::forward(x.view(), w.view(), None, &p)?;
+//! let out = ndarray_interop::conv::forward(x.view(), w.view(), None, &p)?;
 //! assert_eq!(out.dim(), (2, 4, 8, 8));
+//!
+//! // Allocation-free: the caller owns the output and the workspace.
+//! let g = cnn_kernels::conv::Conv2dGeometry::new(
+//!     cnn_kernels::Shape::new(x.shape()).unwrap(),
+//!     cnn_kernels::Shape::new(w.shape()).unwrap(),
+//!     &p,
+//! )?;
+//! let mut out2 = Array4::<f32>::zeros((2, 4, 8, 8));
+//! let mut ws = vec![0.0f32; cnn_kernels::conv::forward_workspace_len(&g)];
+//! ndarray_interop::conv::forward_into(x.view(), w.view(), None, &p, out2.view_mut(), &mut ws)?;
+//! assert_eq!(out, out2);
 //!
 //! // A transposed view is not standard layout: a clear error, not a silent copy.
 //! let xt = x.view().permuted_axes([0, 1, 3, 2]);
-//! let err = ndarray_interop::conv::naive::forward(xt, w.view(), None, &p).unwrap_err();
+//! let err = ndarray_interop::conv::forward(xt, w.view(), None, &p).unwrap_err();
 //! assert!(err.to_string().contains("standard (C-contiguous) layout"));
 //! // The explicit copy works.
 //! let xt_std = xt.as_standard_layout();
-//! assert!(ndarray_interop::conv::naive::forward(xt_std.view(), w.view(), None, &p).is_ok());
+//! assert!(ndarray_interop::conv::forward(xt_std.view(), w.view(), None, &p).is_ok());
 //! # Ok::<(), cnn_kernels::Error>(())
 //! ```
 //!
