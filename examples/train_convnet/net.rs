@@ -207,6 +207,18 @@ pub struct StepStats {
     pub forward: Duration,
     /// Wall time of the backward pass.
     pub backward: Duration,
+    /// Part of `forward` spent in the crate's kernels (conv, batch norm, pool).
+    pub forward_kernels: Duration,
+    /// Part of `backward` spent in the crate's kernels.
+    pub backward_kernels: Duration,
+}
+
+/// Runs `f`, adding its wall time to `acc`.
+fn timed<R>(acc: &mut Duration, f: impl FnOnce() -> R) -> R {
+    let t = Instant::now();
+    let r = f();
+    *acc += t.elapsed();
+    r
 }
 
 /// `c (m×n) = a (m×k) · b (k×n) + beta·c`, with `a` and `b` given by row and column strides
@@ -403,21 +415,25 @@ impl Net {
     pub fn train_step(&mut self, backend: Backend, x: &[f32], labels: &[u8]) -> Result<StepStats> {
         let n = labels.len();
         let t0 = Instant::now();
+        let (mut kf, mut kb) = (Duration::ZERO, Duration::ZERO);
         // Forward, keeping what the backward needs.
         let xv = TensorView::new(self.x_shape(n), x)?;
         let w1 = TensorView::new(self.w1_shape(), &self.w1.value)?;
-        let a1 = backend.conv_forward(xv, w1, &self.b1.value, &self.conv)?;
+        let a1 = timed(&mut kf, || {
+            backend.conv_forward(xv, w1, &self.b1.value, &self.conv)
+        })?;
         let mut bn_cache = None;
         let mut r1 = match &mut self.bn {
             Some(bn) => {
-                let (y, cache) = backend.bn_forward(a1.view(), bn, &BatchNormParams::default())?;
+                let p = BatchNormParams::default();
+                let (y, cache) = timed(&mut kf, || backend.bn_forward(a1.view(), bn, &p))?;
                 bn_cache = Some(cache);
                 y
             }
             None => a1.clone(),
         };
         relu(r1.data_mut());
-        let (p1, p1_idx) = backend.pool_forward(r1.view(), &self.pool)?;
+        let (p1, p1_idx) = timed(&mut kf, || backend.pool_forward(r1.view(), &self.pool))?;
         let flat = p1.data().len() / n;
         let mut h = affine_forward(p1.data(), &self.w2.value, &self.b2.value, n, flat);
         relu(&mut h);
@@ -436,11 +452,15 @@ impl Net {
         relu_backward(&mut dh, &h);
         let dp1 = affine_backward(&dh, p1.data(), &mut self.w2, &mut self.b2, n);
         let dp1 = TensorView::new(p1.shape(), &dp1)?;
-        let mut dr1 = backend.pool_backward(dp1, r1.view(), p1_idx.as_ref(), &self.pool)?;
+        let mut dr1 = timed(&mut kb, || {
+            backend.pool_backward(dp1, r1.view(), p1_idx.as_ref(), &self.pool)
+        })?;
         relu_backward(dr1.data_mut(), r1.data());
         let da1 = match (&mut self.bn, &bn_cache) {
             (Some(bn), Some(cache)) => {
-                let g = backend.bn_backward(dr1.view(), a1.view(), &bn.gamma.value, cache)?;
+                let g = timed(&mut kb, || {
+                    backend.bn_backward(dr1.view(), a1.view(), &bn.gamma.value, cache)
+                })?;
                 bn.gamma.grad = g.dgamma;
                 bn.beta.grad = g.dbeta;
                 g.dx
@@ -448,7 +468,9 @@ impl Net {
             _ => dr1,
         };
         let w1 = TensorView::new(self.w1_shape(), &self.w1.value)?;
-        let g = backend.conv_backward(da1.view(), xv, w1, &self.conv)?;
+        let g = timed(&mut kb, || {
+            backend.conv_backward(da1.view(), xv, w1, &self.conv)
+        })?;
         self.w1.grad = g.dw.into_vec();
         self.b1.grad = g.db;
         for p in [&mut self.w1, &mut self.w2, &mut self.w3] {
@@ -462,6 +484,8 @@ impl Net {
             loss,
             correct,
             forward: t1 - t0,
+            forward_kernels: kf,
+            backward_kernels: kb,
             backward: t2 - t1,
         })
     }
