@@ -9,7 +9,7 @@
 
 use rayon::prelude::*;
 
-use super::depthwise::{self, sum_lanes};
+use super::depthwise::{self, bias_grad};
 use super::exec::{run_lanes, SharedMut};
 use super::gemm::{gemm, MatRef};
 use super::im2col::{col2im, im2col, Lowering};
@@ -125,9 +125,7 @@ pub fn backward_into<T: Float>(
     let (dout, x, w) = (dout.data(), x.data(), w.data());
     let (dx, dw) = (dx.data_mut(), dw.data_mut());
     let p = g.oh * g.ow;
-    db.par_iter_mut().enumerate().for_each(|(f, db)| {
-        *db = sum_lanes((0..g.n).map(|n| &dout[(n * g.f + f) * p..][..p]));
-    });
+    bias_grad(dout, g.n, p, db);
     let ws = &mut workspace[..need];
     match Path::of(&g) {
         Path::Depthwise => depthwise::backward(&g, dout, x, w, dx, dw, ws),

@@ -115,9 +115,25 @@ fn reduce<T: Float>(mut acc: [T; LANES]) -> T {
     acc[0]
 }
 
-/// Sum of every element of the slices, in a fixed order: lane `j % 16` of each slice, the
-/// slices in turn, then the lanes pairwise. Used for `db` by every path.
-pub(crate) fn sum_lanes<'a, T: Float>(slices: impl Iterator<Item = &'a [T]>) -> T {
+multiversion! {
+    /// `db = Σ_n Σ_p dout[n, f, p]` for the `F` filters of `dout` (`N × F × p`), in a fixed
+    /// order: lane `j % 16` of each plane, the images in turn, then the lanes pairwise.
+    fn bias_grad_imp<T>(dout: &[T], p: usize, f: usize, n: usize, db: &mut T) {
+        let nf = dout.len() / p / n;
+        *db = sum_lanes((0..n).map(|n| &dout[(n * nf + f) * p..][..p]));
+    }
+}
+
+/// `db` for every path, parallel over filters (see `bias_grad_imp` for the order).
+pub(crate) fn bias_grad<T: Float>(dout: &[T], n: usize, p: usize, db: &mut [T]) {
+    let level = simd::active_level();
+    db.par_iter_mut()
+        .enumerate()
+        .for_each(|(f, d)| bias_grad_imp(level, dout, p, f, n, d));
+}
+
+#[inline(always)]
+fn sum_lanes<'a, T: Float>(slices: impl Iterator<Item = &'a [T]>) -> T {
     let mut acc = [T::ZERO; LANES];
     for s in slices {
         let mut c = s.chunks_exact(LANES);
@@ -202,6 +218,20 @@ impl Window {
 
     /// Fills `buf` (`hr × wp`) from the `ih × iw` plane for the chunk at output row `i0`.
     fn fill<T: Float>(&self, plane: &[T], i0: usize, buf: &mut [T]) {
+        fill_window(simd::active_level(), self, plane, i0, buf);
+    }
+}
+
+multiversion! {
+    /// [`Window::fill`].
+    fn fill_window<T>(wn: &Window, plane: &[T], i0: usize, buf: &mut [T]) {
+        wn.fill_imp(plane, i0, buf);
+    }
+}
+
+impl Window {
+    #[inline(always)]
+    fn fill_imp<T: Float>(&self, plane: &[T], i0: usize, buf: &mut [T]) {
         let (ih, iw) = (self.ah.inp as i128, self.aw.inp);
         let lo = (-self.aw.base).clamp(0, self.wp as i128);
         let hi = (iw as i128 - self.aw.base).clamp(lo, self.wp as i128);
