@@ -422,15 +422,15 @@ impl Net {
         let a1 = timed(&mut kf, || {
             backend.conv_forward(xv, w1, &self.b1.value, &self.conv)
         })?;
-        let mut bn_cache = None;
-        let mut r1 = match &mut self.bn {
+        // With batch norm, keep its input `a1` and cache for the backward; without, the
+        // ReLU works in place on the conv output.
+        let (mut r1, bn_saved) = match &mut self.bn {
             Some(bn) => {
                 let p = BatchNormParams::default();
                 let (y, cache) = timed(&mut kf, || backend.bn_forward(a1.view(), bn, &p))?;
-                bn_cache = Some(cache);
-                y
+                (y, Some((a1, cache)))
             }
-            None => a1.clone(),
+            None => (a1, None),
         };
         relu(r1.data_mut());
         let (p1, p1_idx) = timed(&mut kf, || backend.pool_forward(r1.view(), &self.pool))?;
@@ -456,8 +456,8 @@ impl Net {
             backend.pool_backward(dp1, r1.view(), p1_idx.as_ref(), &self.pool)
         })?;
         relu_backward(dr1.data_mut(), r1.data());
-        let da1 = match (&mut self.bn, &bn_cache) {
-            (Some(bn), Some(cache)) => {
+        let da1 = match (&mut self.bn, &bn_saved) {
+            (Some(bn), Some((a1, cache))) => {
                 let g = timed(&mut kb, || {
                     backend.bn_backward(dr1.view(), a1.view(), &bn.gamma.value, cache)
                 })?;
