@@ -26,10 +26,16 @@
 //! (conv, batch norm, pool; the rest is the example's affine layers, ReLU and softmax). A
 //! progress line on stderr is updated while the epoch runs.
 //!
-//! `--naive` trains on the first 300 images for one epoch; the same run on the fast
-//! kernels is `--train 300 --val 200 --epochs 1`, and it prints the same loss (the kernels
-//! differ only in summation order; `tests/train_agreement.rs` checks the agreement step by
-//! step).
+//! With the defaults it reaches about 90% validation accuracy (chance: 10%) after 6 epochs
+//! — 0.897 with seed 7 — in about a minute on 2 cores (1.5 to 2.5 minutes when other
+//! builds share them); `--batchnorm` gets there too (0.899), a little slower.
+//!
+//! `--naive` trains one epoch on a 300-image set (naive kernels run 30–40× slower per
+//! batch); the same run on the fast kernels is `--train 300 --val 200 --epochs 1`, and it
+//! prints the same loss (the kernels differ only in summation order;
+//! `tests/train_agreement.rs` checks the agreement step by step). `--threads N` changes the
+//! speed but not a single printed digit: the kernels are deterministic across thread
+//! counts.
 
 #[path = "train_convnet/data.rs"]
 mod data;
