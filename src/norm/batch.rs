@@ -315,12 +315,9 @@ fn forward_channels<T: Float>(
             let (m, var) = channel_stats(p, rm, rv, || {
                 tree(
                     0,
-                    segs.leaves(),
-                    segs.par_min(),
-                    &|i| {
-                        let next = &x[segs.next(i)];
-                        kernels::moments(lvl, &x[segs.leaf(i)], next)
-                    },
+                    segs.stat_leaves(),
+                    segs.stat_par_min(),
+                    &|i| kernels::moments(lvl, x, segs.stat_leaf(i), segs.stat_next(i)),
                     &Moments::merge,
                 )
             });
@@ -451,13 +448,9 @@ fn backward_channels<T: Float>(
             let is = cache.inv_std[ch].to_f64();
             let (sd, sdx) = tree(
                 0,
-                segs.leaves(),
-                segs.par_min(),
-                &|i| {
-                    let (r, nx) = (segs.leaf(i), segs.next(i));
-                    let next = [&x[nx.clone()], &dy[nx]];
-                    kernels::dot_sums(lvl, &x[r.clone()], &dy[r], m, next)
-                },
+                segs.stat_leaves(),
+                segs.stat_par_min(),
+                &|i| kernels::dot_sums(lvl, x, dy, m, segs.stat_leaf(i), segs.stat_next(i)),
                 &add2,
             );
             *db = T::from_f64(sd);

@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 
 use super::batch::{check_len, check_out, shifted};
-use super::kernels::{self, add2, tree, Moments, Segments, PAR_ELEMS};
+use super::kernels::{self, add2, tree, Moments, Segments, Strided, PAR_ELEMS};
 use super::{check_dout, GroupNormCache, GroupNormGeometry, GroupNormParams, NormGrads};
 use crate::alloc::zeroed_vec;
 use crate::error::{Error, Result};
@@ -73,7 +73,7 @@ pub fn group_norm_forward_into<T: Float>(
                 0,
                 segs.leaves(),
                 segs.par_min(),
-                &|i| kernels::moments(lvl, &xs[segs.leaf(i)], &xs[segs.next(i)]),
+                &|i| kernels::moments(lvl, xs, segs.stat_leaf(i), segs.stat_next(i)),
                 &Moments::merge,
             );
             let is = 1.0 / (mo.var() + p.eps).sqrt();
@@ -204,10 +204,8 @@ pub fn group_norm_backward_into<T: Float>(
                     &|i| {
                         // Prefetch the next leaf within the group.
                         let r = segs.leaf(i);
-                        let e = r.end.min(len);
-                        let nx = e..(e + r.len()).min(len);
-                        let next = [&xs[nx.clone()], &dys[nx]];
-                        kernels::dot_sums(lvl, &xs[r.clone()], &dys[r], m, next)
+                        let nx = Strided::range(r.end.min(len)..(r.end + r.len()).min(len));
+                        kernels::dot_sums(lvl, xs, dys, m, segs.stat_leaf(i), nx)
                     },
                     &add2,
                 );

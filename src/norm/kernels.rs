@@ -171,13 +171,58 @@ impl Segments {
         (PAR_ELEMS / self.len.min(CHUNK)).max(2)
     }
 
-    /// Leaf `i + 1` of the same segments, or an empty range after the last leaf.
-    pub(super) fn next(&self, i: usize) -> std::ops::Range<usize> {
-        if i + 1 < self.leaves() {
-            self.leaf(i + 1)
+    /// Segments per statistics leaf: short segments are grouped so that a leaf holds up to
+    /// [`CHUNK`] values (one dispatch and one lane reduction per leaf).
+    fn per_leaf(&self) -> usize {
+        if self.per_seg == 1 {
+            (CHUNK / self.len).max(1)
         } else {
-            0..0
+            1
         }
+    }
+
+    /// Number of statistics leaves.
+    pub(super) fn stat_leaves(&self) -> usize {
+        if self.per_seg == 1 {
+            self.count.div_ceil(self.per_leaf())
+        } else {
+            self.leaves()
+        }
+    }
+
+    /// Statistics leaf `i`: several whole segments, or one piece of a long segment.
+    pub(super) fn stat_leaf(&self, i: usize) -> Strided {
+        if self.per_seg == 1 {
+            let k = self.per_leaf();
+            Strided {
+                start: self.start + i * k * self.stride,
+                stride: self.stride,
+                count: k.min(self.count - i * k),
+                len: self.len,
+            }
+        } else {
+            let r = self.leaf(i);
+            Strided {
+                start: r.start,
+                stride: r.len(),
+                count: 1,
+                len: r.len(),
+            }
+        }
+    }
+
+    /// Statistics leaf `i + 1`, or nothing after the last (what leaf `i` prefetches).
+    pub(super) fn stat_next(&self, i: usize) -> Strided {
+        if i + 1 < self.stat_leaves() {
+            self.stat_leaf(i + 1)
+        } else {
+            Strided::EMPTY
+        }
+    }
+
+    /// Leaves of statistics per parallel task.
+    pub(super) fn stat_par_min(&self) -> usize {
+        (PAR_ELEMS / (self.len * self.per_leaf()).min(CHUNK)).max(2)
     }
 
     /// Element range of leaf `i` (non-empty).
@@ -185,6 +230,55 @@ impl Segments {
         let (s, k) = (i / self.per_seg, i % self.per_seg);
         let base = self.start + s * self.stride;
         base + k * self.len / self.per_seg..base + (k + 1) * self.len / self.per_seg
+    }
+}
+
+/// `count` equal segments `x[start + j·stride..][..len]`, `j < count`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Strided {
+    start: usize,
+    stride: usize,
+    count: usize,
+    len: usize,
+}
+
+impl Strided {
+    /// No segments.
+    pub(super) const EMPTY: Strided = Strided {
+        start: 0,
+        stride: 0,
+        count: 0,
+        len: 0,
+    };
+
+    /// A single contiguous range.
+    pub(super) fn range(r: std::ops::Range<usize>) -> Strided {
+        Strided {
+            start: r.start,
+            stride: r.len(),
+            count: 1,
+            len: r.len(),
+        }
+    }
+
+    /// Segment `j` of `x`, or an empty slice if `j` is past the last segment or out of `x`.
+    #[inline(always)]
+    fn get<'a, T>(&self, x: &'a [T], j: usize) -> &'a [T] {
+        if j >= self.count {
+            return &[];
+        }
+        let a = (self.start + j * self.stride).min(x.len());
+        &x[a..(a + self.len).min(x.len())]
+    }
+
+    /// Value number `t` (segment-major).
+    #[inline(always)]
+    fn at<T: Copy>(&self, x: &[T], t: usize) -> T {
+        x[self.start + (t / self.len) * self.stride + t % self.len]
+    }
+
+    fn total(&self) -> usize {
+        self.count * self.len
     }
 }
 
@@ -267,94 +361,110 @@ fn prefetch<T>(next: &[T], i0: usize, n: usize) {
 /// Values sampled (evenly spaced) to choose the first pivot of a leaf.
 const PIVOT_SAMPLE: usize = 16;
 
-/// `(Σ (x − p), Σ (x − p)²)` in `f64` (lanes summed in `T`), prefetching `pf`.
+/// `(Σ (x − p), Σ (x − p)²)` over the segments, in `f64` (lanes summed in `T`),
+/// prefetching segment `j` of `pf` while segment `j` is read.
 #[inline(always)]
-fn shifted_sums<T: Float, const L: usize>(x: &[T], p: T, pf: &[T]) -> (f64, f64) {
+fn shifted_sums<T: Float, const L: usize>(x: &[T], seg: Strided, p: T, pf: Strided) -> (f64, f64) {
     let (mut d, mut s) = ([T::ZERO; L], [T::ZERO; L]);
-    let mut it = x.chunks_exact(L);
-    for (k, ch) in (&mut it).enumerate() {
-        if L >= 16 {
-            prefetch(pf, k * L, L);
+    for j in 0..seg.count {
+        let (xs, next) = (seg.get(x, j), pf.get(x, j));
+        let mut it = xs.chunks_exact(L);
+        for (k, ch) in (&mut it).enumerate() {
+            if L >= 16 {
+                prefetch(next, k * L, L);
+            }
+            for ((dv, sv), &v) in d.iter_mut().zip(s.iter_mut()).zip(ch) {
+                let t = v - p;
+                *dv += t;
+                *sv += t * t;
+            }
         }
-        for ((dv, sv), &v) in d.iter_mut().zip(s.iter_mut()).zip(ch) {
+        for ((dv, sv), &v) in d.iter_mut().zip(s.iter_mut()).zip(it.remainder()) {
             let t = v - p;
             *dv += t;
             *sv += t * t;
         }
     }
-    for ((dv, sv), &v) in d.iter_mut().zip(s.iter_mut()).zip(it.remainder()) {
-        let t = v - p;
-        *dv += t;
-        *sv += t * t;
-    }
     (hsum(&d), hsum(&s))
 }
 
-/// Moments of a non-empty slice in one pass in the common case: sums of deviations from a
-/// pivot and of their squares, `M2 = Σ(x − p)² − (Σ(x − p))²/n`. The pivot is the mean of
-/// [`PIVOT_SAMPLE`] evenly spaced values (as `x₀ + mean(xᵢ − x₀)`, so a constant slice gets
-/// exactly its value and zero `M2`). If the pivot turns out farther from the mean than the
-/// standard deviation (`n·(μ − p)² > M2`, where the subtraction would lose more than one
-/// bit), the sums are taken again about the mean: the corrected two-pass algorithm.
+/// Moments of the (non-empty) segments `seg` of `x`, in one pass in the common case: sums
+/// of deviations from a pivot and of their squares, `M2 = Σ(x − p)² − (Σ(x − p))²/n`. The
+/// pivot is the mean of [`PIVOT_SAMPLE`] evenly spaced values (as `x₀ + mean(xᵢ − x₀)`, so a
+/// constant leaf gets exactly its value and zero `M2`). If the pivot turns out farther from
+/// the mean than the standard deviation (`n·(μ − p)² > M2`, where the subtraction would lose
+/// more than one bit), the sums are taken again about the mean: the corrected two-pass
+/// algorithm. Non-finite results are recomputed by [`Moments::exact`].
 #[inline(always)]
-fn moments_body<T: Float, const L: usize>(x: &[T], pf: &[T]) -> Moments {
-    let len = x.len();
-    let n = len as f64;
-    let x0 = x[0];
-    let k = len.min(PIVOT_SAMPLE);
+fn moments_body<T: Float, const L: usize>(x: &[T], seg: Strided, pf: Strided) -> Moments {
+    let total = seg.total();
+    let n = total as f64;
+    let x0 = seg.at(x, 0);
+    let k = total.min(PIVOT_SAMPLE);
     let mut a = 0.0;
     for i in 0..k {
-        a += (x[i * len / k] - x0).to_f64();
+        a += (seg.at(x, i * total / k) - x0).to_f64();
     }
+    let exact = || Moments::exact((0..total).map(|t| seg.at(x, t)));
     let p = T::from_f64(x0.to_f64() + a / k as f64);
     if !p.is_finite() {
-        return Moments::exact(x.iter().copied());
+        return exact();
     }
-    let (d, s) = shifted_sums::<T, L>(x, p, pf);
+    let (d, s) = shifted_sums::<T, L>(x, seg, p, pf);
     let mut mo = Moments::from_shifted(n, p.to_f64(), d, s);
     if mo.is_finite() && 2.0 * d * d / n > s {
         let p = T::from_f64(mo.mean);
-        let (d, s) = shifted_sums::<T, L>(x, p, &[]);
+        let (d, s) = shifted_sums::<T, L>(x, seg, p, Strided::EMPTY);
         mo = Moments::from_shifted(n, p.to_f64(), d, s);
     }
     if mo.is_finite() {
         mo
     } else {
-        Moments::exact(x.iter().copied())
+        exact()
     }
 }
 
 dispatch!(
-    /// Moments of a non-empty slice (see `moments_body`), prefetching `pf`.
-    fn moments => moments_body(x: &[T], pf: &[T]) -> Moments
+    /// Moments of the segments `seg` of `x` (see `moments_body`), prefetching `pf`.
+    fn moments => moments_body(x: &[T], seg: Strided, pf: Strided) -> Moments
 );
 
-/// `(Σ dy, Σ dy·(x − m))` over equal-length slices.
+/// `(Σ dy, Σ dy·(x − m))` over the segments `seg` of `x` and `dy`, prefetching `pf` of both.
 #[inline(always)]
-fn dot_sums_body<T: Float, const L: usize>(x: &[T], dy: &[T], m: T, next: [&[T]; 2]) -> (f64, f64) {
+fn dot_sums_body<T: Float, const L: usize>(
+    x: &[T],
+    dy: &[T],
+    m: T,
+    seg: Strided,
+    pf: Strided,
+) -> (f64, f64) {
     let (mut sd, mut sdx) = ([T::ZERO; L], [T::ZERO; L]);
-    let (mut ix, mut id) = (x.chunks_exact(L), dy.chunks_exact(L));
-    for (k, (cx, cd)) in (&mut ix).zip(&mut id).enumerate() {
-        if L >= 16 {
-            prefetch(next[0], k * L, L);
-            prefetch(next[1], k * L, L);
+    for j in 0..seg.count {
+        let (xs, ds) = (seg.get(x, j), seg.get(dy, j));
+        let (nx, nd) = (pf.get(x, j), pf.get(dy, j));
+        let (mut ix, mut id) = (xs.chunks_exact(L), ds.chunks_exact(L));
+        for (k, (cx, cd)) in (&mut ix).zip(&mut id).enumerate() {
+            if L >= 16 {
+                prefetch(nx, k * L, L);
+                prefetch(nd, k * L, L);
+            }
+            for (((a, b), &xv), &dv) in sd.iter_mut().zip(sdx.iter_mut()).zip(cx).zip(cd) {
+                *a += dv;
+                *b += dv * (xv - m);
+            }
         }
-        for (((a, b), &xv), &dv) in sd.iter_mut().zip(sdx.iter_mut()).zip(cx).zip(cd) {
+        let (rx, rd) = (ix.remainder(), id.remainder());
+        for (((a, b), &xv), &dv) in sd.iter_mut().zip(sdx.iter_mut()).zip(rx).zip(rd) {
             *a += dv;
             *b += dv * (xv - m);
         }
-    }
-    let (rx, rd) = (ix.remainder(), id.remainder());
-    for (((a, b), &xv), &dv) in sd.iter_mut().zip(sdx.iter_mut()).zip(rx).zip(rd) {
-        *a += dv;
-        *b += dv * (xv - m);
     }
     (hsum(&sd), hsum(&sdx))
 }
 
 dispatch!(
-    /// `(Σ dy, Σ dy·(x − m))` in `f64` (lanes summed in `T`), prefetching `next`.
-    fn dot_sums => dot_sums_body(x: &[T], dy: &[T], m: T, next: [&[T]; 2]) -> (f64, f64)
+    /// `(Σ dy, Σ dy·(x − m))` in `f64` (lanes summed in `T`), prefetching `pf`.
+    fn dot_sums => dot_sums_body(x: &[T], dy: &[T], m: T, seg: Strided, pf: Strided) -> (f64, f64)
 );
 
 #[inline(always)]
