@@ -406,7 +406,7 @@ multiversion! {
         let (sh, sw, dh, dw) = (wn.ah.stride, wn.aw.stride, wn.ah.dil, wn.aw.dil);
         let (kw, wp, ow) = (wn.kw, wn.wp, wn.aw.out);
         let rows = dout.len() / ow;
-        if sw == 1 && ow >= LANES && t0 % kw == 0 && acc.len() % kw == 0 {
+        if sw == 1 && ow >= LANES && t0.is_multiple_of(kw) && acc.len().is_multiple_of(kw) {
             for (ku, accu) in acc.chunks_exact_mut(kw).enumerate() {
                 let u = t0 / kw + ku;
                 let rows_at = |li: usize| &win[(li * sh + u * dh) * wp..][..wp];
