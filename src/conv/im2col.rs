@@ -198,13 +198,23 @@ crate::simd::multiversion! {
         cols: &mut [T],
     ) {
         let sw = lw.tw.axis().stride;
-        lw.walk(cn, p0, pt, |row, r, len, src| {
+        lw.walk(
+            cn,
+            p0,
+            pt,
+            #[inline(always)]
+            |row, r, len, src| {
             let dst = &mut cols[row * pt + r..][..len];
             match src {
                 None => dst.fill(T::ZERO),
                 Some((s, a, b)) => {
-                    dst[..a].fill(T::ZERO);
-                    dst[b..].fill(T::ZERO);
+                    // At most the padding's width: short loops, not `memset` calls.
+                    for d in &mut dst[..a] {
+                        *d = T::ZERO;
+                    }
+                    for d in &mut dst[b..] {
+                        *d = T::ZERO;
+                    }
                     let d = &mut dst[a..b];
                     if sw == 1 {
                         d.copy_from_slice(&x[s..s + d.len()]);
@@ -241,7 +251,12 @@ crate::simd::multiversion! {
         dx: &mut [T],
     ) {
         let sw = lw.tw.axis().stride;
-        lw.walk(cn, p0, pt, |row, r, _len, src| {
+        lw.walk(
+            cn,
+            p0,
+            pt,
+            #[inline(always)]
+            |row, r, _len, src| {
             if let Some((s, a, b)) = src {
                 let c = &cols[row * pt + r + a..][..b - a];
                 if sw == 1 {
