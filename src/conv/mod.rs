@@ -17,7 +17,8 @@
 //!   per tile of pixels straight into the NCHW output;
 //! - **im2col + GEMM** otherwise: tiles of output pixels (about 128 Ki column elements each,
 //!   so the buffer never scales with the batch or the image) are lowered and multiplied by
-//!   the weights, then the bias added to the tile while it is in cache (`out ← W · cols`, `out += b`).
+//!   the weights, then the bias is added to the tile while it is in cache
+//!   (`out ← W · cols`, then `out += b`).
 //!
 //! The backward computes `db`, `dw = Σ dout · colsᵀ` and `dx = col2im(Wᵀ · dout)` in one
 //! call. Work runs on the current rayon pool, across images, groups and tiles, and inside
