@@ -146,22 +146,22 @@ fn gemm_forward<T: Float>(
         let block = |fb: usize| {
             let (f0, fm) = plan.fblocks.range(fb);
             let off = base + f0 * p;
-            let beta = match b {
-                Some(b) => {
-                    for r in 0..fm {
-                        // SAFETY: row `f0 + r` of this unit's tile belongs to this unit and
-                        // this filter block alone (units and blocks partition `out`).
-                        let row = unsafe { out.slice(off + r * p, pt) };
-                        row.fill(b[grp * g.fg + f0 + r]);
-                    }
-                    T::ONE
-                }
-                None => T::ZERO,
-            };
             let wb = MatRef::new(&wg[f0 * k..], k, 1);
             // SAFETY: `C` is filters f0..f0+fm × pixels p0..p0+pt of image n, group grp:
             // written by this (unit, block) only; each unit runs once (run_lanes).
-            unsafe { out.gemm(off, p, 1, fm, k, pt, wb, cols, beta) };
+            unsafe { out.gemm(off, p, 1, fm, k, pt, wb, cols, T::ZERO) };
+            if let Some(b) = b {
+                // The bias is added to the tile while it is still in cache.
+                for r in 0..fm {
+                    // SAFETY: row `f0 + r` of this unit's tile belongs to this unit and
+                    // this filter block alone (units and blocks partition `out`).
+                    let row = unsafe { out.slice(off + r * p, pt) };
+                    let bv = b[grp * g.fg + f0 + r];
+                    for v in row {
+                        *v += bv;
+                    }
+                }
+            }
         };
         if plan.fblocks.count == 1 {
             block(0);
