@@ -597,7 +597,8 @@ fn check_backward<T: Float>(
             sd = sd.max(dxh * gm.abs());
             s1 += g;
             s2 += g * xh;
-            big = big.max((dout[e].abs() + g.abs()) * (1.0 + xh.abs()));
+            // Fast paths scale by per-channel coefficients such as γ·inv_std in T.
+            big = big.max((dout[e].abs() + g.abs() + gm.abs()) * (1.0 + xh.abs()));
         }
         let l = set.len() as f64;
         // Intermediates (L·dx̂, the sums, their products with inv_std) must not overflow T.

@@ -1,13 +1,18 @@
 //! The convolution's one GEMM interface: `C ← A·B + β·C` with arbitrary row and column
 //! strides, backed by `matrixmultiply`'s single-threaded `sgemm`/`dgemm` (its `threading`
-//! feature stays off: the parallelism lives in the callers' rayon tasks).
+//! feature stays off: the parallelism lives in the callers' rayon tasks), or with the
+//! `gemm-crate` cargo feature by the `gemm` crate (`Parallelism::None`, its AVX-512 kernels
+//! enabled by its `x86-v4` feature and picked at run time).
 //!
 //! For a given `k`, `matrixmultiply` computes each element of `C` the same way wherever it
 //! sits in the matrix (the `k` loop is blocked identically; edge tiles run the same
 //! micro-kernel into a buffer), and the callers fix every shape from the geometry alone, so
-//! results never depend on the thread count. `matrixmultiply` allocates its packing buffers
-//! on each call; that is the one allocation inside the `_into` kernels.
+//! results never depend on the thread count. The `gemm` crate likewise picks its blocking and
+//! kernels from the shape, strides and CPU alone, single-threaded. `matrixmultiply` allocates
+//! its packing buffers on each call (`gemm` keeps thread-local ones); that is the one
+//! allocation inside the `_into` kernels.
 
+#[cfg(not(feature = "gemm-crate"))]
 use std::any::TypeId;
 
 use crate::Float;
@@ -71,6 +76,38 @@ pub(crate) unsafe fn gemm_ptr<T: Float>(
     assert!(extent(m, n, rsc, csc) <= c_len, "gemm: C out of bounds");
     // Strides are below the slices' lengths, which fit in isize.
     let s = |v: usize| v as isize;
+    #[cfg(feature = "gemm-crate")]
+    {
+        // The `gemm` crate computes `dst ← α·dst + β·lhs·rhs`, reading `dst` only when asked.
+        let read_dst = beta != T::ZERO;
+        // SAFETY: the asserts above keep every element it touches inside `a`, `b` and the
+        // caller's `C` buffer (`lhs`/`rhs` are only read despite the `*const` → `*mut` casts
+        // inside the crate); T is f32 or f64, which the crate supports; one thread.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                c,
+                s(csc),
+                s(rsc),
+                read_dst,
+                a.data.as_ptr(),
+                s(a.cs),
+                s(a.rs),
+                b.data.as_ptr(),
+                s(b.cs),
+                s(b.rs),
+                beta,
+                T::ONE,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            )
+        }
+    }
+    #[cfg(not(feature = "gemm-crate"))]
     if TypeId::of::<T>() == TypeId::of::<f32>() {
         // SAFETY: T is f32 (same TypeId), so the casts are identities; the asserts above keep
         // every element matrixmultiply touches inside `a`, `b` and the caller's `C` buffer.

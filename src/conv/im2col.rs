@@ -185,61 +185,97 @@ impl Lowering {
     }
 }
 
-/// Writes the `cn·KH·KW × pt` column matrix of output pixels `p0 .. p0 + pt` into `cols`
-/// (row stride `pt`), from the `cn` input planes at the start of `x`.
-pub(crate) fn im2col<T: Float>(
-    lw: &Lowering,
-    x: &[T],
-    cn: usize,
-    p0: usize,
-    pt: usize,
-    cols: &mut [T],
-) {
-    let sw = lw.tw.axis().stride;
-    lw.walk(cn, p0, pt, |row, r, len, src| {
-        let dst = &mut cols[row * pt + r..][..len];
-        match src {
-            None => dst.fill(T::ZERO),
-            Some((s, a, b)) => {
-                dst[..a].fill(T::ZERO);
-                dst[b..].fill(T::ZERO);
-                let d = &mut dst[a..b];
-                if sw == 1 {
-                    d.copy_from_slice(&x[s..s + d.len()]);
-                } else {
-                    for (d, &v) in d.iter_mut().zip(x[s..].iter().step_by(sw)) {
-                        *d = v;
+crate::simd::multiversion! {
+    /// Writes the `cn·KH·KW × pt` column matrix of output pixels `p0 .. p0 + pt` into `cols`
+    /// (row stride `pt`), from the `cn` input planes at the start of `x`. Compiled per SIMD
+    /// level (the copies, fills and stride-2 gathers vectorise).
+    pub(crate) fn im2col<T: Float>(
+        lw: &Lowering,
+        x: &[T],
+        cn: usize,
+        p0: usize,
+        pt: usize,
+        cols: &mut [T],
+    ) {
+        let sw = lw.tw.axis().stride;
+        lw.walk(
+            cn,
+            p0,
+            pt,
+            #[inline(always)]
+            |row, r, len, src| {
+            let dst = &mut cols[row * pt + r..][..len];
+            match src {
+                None => dst.fill(T::ZERO),
+                Some((s, a, b)) => {
+                    // At most the padding's width: short loops, not `memset` calls.
+                    for d in &mut dst[..a] {
+                        *d = T::ZERO;
+                    }
+                    for d in &mut dst[b..] {
+                        *d = T::ZERO;
+                    }
+                    let d = &mut dst[a..b];
+                    if sw == 1 {
+                        d.copy_from_slice(&x[s..s + d.len()]);
+                    } else if sw == 2 && !d.is_empty() {
+                        // Pairs (x[s + 2j], x[s + 2j + 1]) for all but the last element,
+                        // whose odd partner may lie past the input.
+                        let last = d.len() - 1;
+                        let pairs = x[s..s + 2 * last].chunks_exact(2);
+                        for (d, pair) in d[..last].iter_mut().zip(pairs) {
+                            *d = pair[0];
+                        }
+                        d[last] = x[s + 2 * last];
+                    } else {
+                        for (d, &v) in d.iter_mut().zip(x[s..].iter().step_by(sw)) {
+                            *d = v;
+                        }
                     }
                 }
             }
-        }
-    });
+        });
+    }
 }
 
-/// Adds the `cn·KH·KW × pt` column matrix `cols` (row stride `pt`) of output pixels
-/// `p0 .. p0 + pt` back into the `cn` planes at the start of `dx` (the adjoint of
-/// [`im2col`]; padding taps are dropped).
-pub(crate) fn col2im<T: Float>(
-    lw: &Lowering,
-    cols: &[T],
-    cn: usize,
-    p0: usize,
-    pt: usize,
-    dx: &mut [T],
-) {
-    let sw = lw.tw.axis().stride;
-    lw.walk(cn, p0, pt, |row, r, _len, src| {
-        if let Some((s, a, b)) = src {
-            let c = &cols[row * pt + r + a..][..b - a];
-            if sw == 1 {
-                for (d, &v) in dx[s..s + c.len()].iter_mut().zip(c) {
-                    *d += v;
-                }
-            } else {
-                for (d, &v) in dx[s..].iter_mut().step_by(sw).zip(c) {
-                    *d += v;
+crate::simd::multiversion! {
+    /// Adds the `cn·KH·KW × pt` column matrix `cols` (row stride `pt`) of output pixels
+    /// `p0 .. p0 + pt` back into the `cn` planes at the start of `dx` (the adjoint of
+    /// [`im2col`]; padding taps are dropped). Compiled per SIMD level.
+    pub(crate) fn col2im<T: Float>(
+        lw: &Lowering,
+        cols: &[T],
+        cn: usize,
+        p0: usize,
+        pt: usize,
+        dx: &mut [T],
+    ) {
+        let sw = lw.tw.axis().stride;
+        lw.walk(
+            cn,
+            p0,
+            pt,
+            #[inline(always)]
+            |row, r, _len, src| {
+            if let Some((s, a, b)) = src {
+                let c = &cols[row * pt + r + a..][..b - a];
+                if sw == 1 {
+                    for (d, &v) in dx[s..s + c.len()].iter_mut().zip(c) {
+                        *d += v;
+                    }
+                } else if sw == 2 && !c.is_empty() {
+                    let last = c.len() - 1;
+                    let pairs = dx[s..s + 2 * last].chunks_exact_mut(2);
+                    for (pair, &v) in pairs.zip(&c[..last]) {
+                        pair[0] += v;
+                    }
+                    dx[s + 2 * last] += c[last];
+                } else {
+                    for (d, &v) in dx[s..].iter_mut().step_by(sw).zip(c) {
+                        *d += v;
+                    }
                 }
             }
-        }
-    });
+        });
+    }
 }

@@ -17,12 +17,14 @@
 //!   per tile of pixels straight into the NCHW output;
 //! - **im2col + GEMM** otherwise: tiles of output pixels (about 128 Ki column elements each,
 //!   so the buffer never scales with the batch or the image) are lowered and multiplied by
-//!   the weights, the bias folded in (`out ← b`, then `out += W · cols`).
+//!   the weights, then the bias is added to the tile while it is in cache
+//!   (`out ← W · cols`, then `out += b`).
 //!
 //! The backward computes `db`, `dw = Σ dout · colsᵀ` and `dx = col2im(Wᵀ · dout)` in one
 //! call. Work runs on the current rayon pool, across images, groups and tiles, and inside
 //! an image (filter or channel blocks, batch chunks for `dw`) when there are few images.
-//! The GEMM is `matrixmultiply` (single-threaded inside each task).
+//! The GEMM is `matrixmultiply` (single-threaded inside each task), or with the opt-in
+//! `gemm-crate` cargo feature the `gemm` crate's AVX-512 kernels (`Parallelism::None`).
 //!
 //! **Determinism**: every result is bitwise identical for any number of threads. The
 //! partition of the work (tiles, blocks, chunks, and so every GEMM's shape) is a function of
