@@ -23,8 +23,9 @@
 //! - otherwise, infinite terms of one sign only: every order gives that infinity;
 //! - otherwise all terms are finite: both finite and within the tolerance.
 //!
-//! Fast paths that multiply zero padding (im2col, or a GEMM over padded columns) add terms
-//! `a·0` that the naive loops skip; with `a` non-finite that term is NaN. Such outputs are
+//! Fast paths that multiply zero padding (im2col, a GEMM over padded columns, a transposed
+//! correlation over zero-padded `dout` for `dx`) add terms `a·0` that the naive loops skip;
+//! with `a` non-finite that term is NaN. Such outputs are
 //! marked [`Terms::maybe_nan`]: there the fast result may also be NaN, and is otherwise held
 //! to the rule above. (A transform-based path — Winograd, FFT — would mix terms across
 //! outputs and need a different rule; none exists.)

@@ -334,6 +334,7 @@ fn classify<T: Float>(
             g.n * g.oh * g.ow,
         ],
     };
+    let mut nf_terms = vec![0usize; x.len()];
     let p = &g.params;
     let coord = |o: usize, k: usize, a: usize, len: usize| -> Option<usize> {
         let pos = (o as u128 * p.stride[a] as u128 + k as u128 * p.dilation[a] as u128)
@@ -360,6 +361,7 @@ fn classify<T: Float>(
                                         let xi = ((n * g.c + c) * g.h + hi) * g.w + wj;
                                         t.out[o].product(w[wi], x[xi]);
                                         t.dx[xi].product(dout[o], w[wi]);
+                                        nf_terms[xi] += usize::from(!w[wi].is_finite());
                                         t.dw[wi].product(dout[o], x[xi]);
                                     }
                                     _ => {
@@ -372,6 +374,23 @@ fn classify<T: Float>(
                     }
                 }
             }
+        }
+    }
+    // dx: a fast path may compute dx as a full correlation of zero-padded (or zero-stuffed)
+    // dout with the rotated kernel, adding w·0 for every tap that is not a real term. So a
+    // dx element may be NaN if some non-finite weight of its channel (over the filters of
+    // its group) is not among its real terms; each (filter, tap) is a real term of a given
+    // dx element at most once, so counting decides it.
+    let mut nf_w = vec![0usize; g.c];
+    for (wi, &wv) in w.iter().enumerate() {
+        if !wv.is_finite() {
+            let (f, cc) = (wi / (g.cg * g.kh * g.kw), (wi / (g.kh * g.kw)) % g.cg);
+            nf_w[(f / g.fg) * g.cg + cc] += 1;
+        }
+    }
+    for (xi, d) in t.dx.iter_mut().enumerate() {
+        if nf_terms[xi] < nf_w[(xi / (g.h * g.w)) % g.c] {
+            d.maybe_nan = true;
         }
     }
     t
