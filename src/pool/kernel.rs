@@ -235,7 +235,7 @@ unsafe fn fold_row<V: SimdVec, const SW: usize, const IDX: bool, const FIRST: bo
 /// # Safety
 /// The CPU supports `V::LEVEL`. (Slice bounds are checked.)
 #[inline(always)]
-unsafe fn chunk<V: SimdVec, const SW: usize, const IDX: bool>(
+unsafe fn chunk<V: SimdVec, const SW: usize, const IDX: bool, const NR: usize>(
     src: &[V::Elem],
     base: usize,
     stride: usize,
@@ -243,6 +243,8 @@ unsafe fn chunk<V: SimdVec, const SW: usize, const IDX: bool>(
     dr0: usize,
     kw: usize,
 ) -> (V, V, bool) {
+    // A row count known at compile time (NR > 0) unrolls the window completely.
+    let nrows = if NR == 0 { nrows } else { NR };
     // SAFETY: the CPU supports V::LEVEL (caller).
     unsafe {
         let z = V::splat(V::Elem::ZERO);
@@ -288,7 +290,7 @@ type Src<'a, T> = Option<(&'a [T], usize, usize)>;
 /// The CPU supports `V::LEVEL`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn one<V: SimdVec, const SW: usize, const IDX: bool>(
+unsafe fn one<V: SimdVec, const SW: usize, const IDX: bool, const NR: usize>(
     x: &[V::Elem],
     p: &Plan,
     (i, j0, nrows, dr0): (usize, usize, usize, usize),
@@ -306,7 +308,7 @@ unsafe fn one<V: SimdVec, const SW: usize, const IDX: bool>(
         return;
     };
     // SAFETY: the CPU supports V::LEVEL (caller).
-    let (acc, ix, nan) = unsafe { chunk::<V, SW, IDX>(src, base, stride, nrows, dr0, kw) };
+    let (acc, ix, nan) = unsafe { chunk::<V, SW, IDX, NR>(src, base, stride, nrows, dr0, kw) };
     if nan {
         scalar_range(x, p, i, j + skip..j + n, j0, out, idx);
     } else if skip == 0 && n == l {
@@ -350,6 +352,39 @@ pub(super) unsafe fn fwd_row<V: SimdVec, const SW: usize, const KW: usize, const
     j0: usize,
     j1: usize,
     out: &mut [V::Elem],
+    idx: Option<&mut [u8]>,
+) {
+    let (r0, r1) = p.rows(i);
+    // SAFETY: the CPU supports V::LEVEL (caller).
+    unsafe {
+        if KW != 0 && r1 - r0 == KW && p.kh == KW {
+            // Square specialised windows with all their rows inside the input.
+            fwd_row_nr::<V, SW, KW, IDX, KW>(x, p, i, j0, j1, out, idx)
+        } else {
+            fwd_row_nr::<V, SW, KW, IDX, 0>(x, p, i, j0, j1, out, idx)
+        }
+    }
+}
+
+/// [`fwd_row`] with the window's row count `NR` fixed at compile time (0: at run time).
+///
+/// # Safety
+/// The CPU supports `V::LEVEL`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn fwd_row_nr<
+    V: SimdVec,
+    const SW: usize,
+    const KW: usize,
+    const IDX: bool,
+    const NR: usize,
+>(
+    x: &[V::Elem],
+    p: &Plan,
+    i: usize,
+    j0: usize,
+    j1: usize,
+    out: &mut [V::Elem],
     mut idx: Option<&mut [u8]>,
 ) {
     let l = V::LANES;
@@ -371,7 +406,7 @@ pub(super) unsafe fn fwd_row<V: SimdVec, const SW: usize, const KW: usize, const
     while j < vhi {
         let n = l.min(vhi - j);
         if n == l && fits(j) {
-            one::<V, SW, IDX>(
+            one::<V, SW, IDX, NR>(
                 x,
                 p,
                 rows,
@@ -387,7 +422,7 @@ pub(super) unsafe fn fwd_row<V: SimdVec, const SW: usize, const KW: usize, const
             // The last L outputs, overlapping the previous chunk: the overlap is recomputed
             // to the same values and stored again.
             let jb = vhi - l;
-            one::<V, SW, IDX>(
+            one::<V, SW, IDX, NR>(
                 x,
                 p,
                 rows,
@@ -410,7 +445,7 @@ pub(super) unsafe fn fwd_row<V: SimdVec, const SW: usize, const KW: usize, const
                 let s = (r0 + rr) * p.w + c0;
                 buf[rr * ext..rr * ext + avail].copy_from_slice(&x[s..s + avail]);
             }
-            one::<V, SW, IDX>(
+            one::<V, SW, IDX, NR>(
                 x,
                 p,
                 rows,
@@ -423,7 +458,7 @@ pub(super) unsafe fn fwd_row<V: SimdVec, const SW: usize, const KW: usize, const
                 n,
             );
         } else {
-            one::<V, SW, IDX>(x, p, rows, kw_, out, &mut idx, None, j, 0, n);
+            one::<V, SW, IDX, NR>(x, p, rows, kw_, out, &mut idx, None, j, 0, n);
         }
         j += n;
     }
