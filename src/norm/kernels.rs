@@ -604,6 +604,30 @@ dispatch!(
     )
 );
 
+/// Slabs per dispatched call of [`dx_slabs`] (short slabs cost a call each otherwise).
+pub(super) const SLABS: usize = 16;
+
+#[inline(always)]
+fn dx_slabs_body<T: Float, const L: usize>(
+    x: &[&[T]],
+    dy: &[&[T]],
+    dx: &mut [&mut [T]],
+    k: [T; 4],
+) {
+    let [m, k1, k2, k0] = k;
+    for ((o, xs), ds) in dx.iter_mut().zip(x).zip(dy) {
+        for ((o, &xv), &dv) in o.iter_mut().zip(xs.iter()).zip(ds.iter()) {
+            *o = k1 * dv + (k2 * (xv - m) + k0);
+        }
+    }
+}
+
+dispatch!(
+    /// [`dx_train`] on several slabs (`dx[j]` from `x[j]`, `dy[j]`) in one call, without
+    /// prefetch.
+    fn dx_slabs => dx_slabs_body(x: &[&[T]], dy: &[&[T]], dx: &mut [&mut [T]], k: [T; 4])
+);
+
 #[inline(always)]
 fn scale_body<T: Float, const L: usize>(dy: &[T], dx: &mut [T], k1: T) {
     for (o, &dv) in dx.iter_mut().zip(dy) {
