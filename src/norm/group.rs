@@ -116,9 +116,10 @@ fn affine_par<T: Float>(lvl: Level, x: &[T], y: &mut [T], mab: [T; 3], pf: &[T])
 }
 
 /// Length of the `f64` workspace of [`group_norm_backward_into`]: `2·N·C` (per image and
-/// channel, `Σ dy` and `Σ dy·x̂`).
+/// channel, `Σ dy` and `Σ dy·x̂`). Saturates at `usize::MAX` for a geometry too large to
+/// exist in memory (which [`group_norm_backward`] then refuses with `TooLarge`).
 pub fn group_norm_backward_workspace_len(g: &GroupNormGeometry) -> usize {
-    2 * g.n * g.c
+    g.n.saturating_mul(g.c).saturating_mul(2)
 }
 
 /// Fast spatial group norm backward: `dx`, `dγ`, `dβ` from `dout`, the forward's `x` and

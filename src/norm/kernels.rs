@@ -459,11 +459,25 @@ fn dot_sums_body<T: Float, const L: usize>(
             *b += dv * (xv - m);
         }
     }
-    (hsum(&sd), hsum(&sdx))
+    let r = (hsum(&sd), hsum(&sdx));
+    if r.0.is_finite() && r.1.is_finite() {
+        return r;
+    }
+    // A product dy·(x − m) or a lane sum overflowed `T` (or the data is not finite): redo
+    // the sums in `f64`, as the naive kernels do, where only non-finite data stays
+    // non-finite.
+    (0..seg.count).fold((0.0, 0.0), |acc, j| {
+        let (xs, ds) = (seg.get(x, j), seg.get(dy, j));
+        xs.iter().zip(ds).fold(acc, |(a, b), (&xv, &dv)| {
+            let dv = dv.to_f64();
+            (a + dv, b + dv * (xv.to_f64() - m.to_f64()))
+        })
+    })
 }
 
 dispatch!(
-    /// `(Σ dy, Σ dy·(x − m))` in `f64` (lanes summed in `T`), prefetching `pf`.
+    /// `(Σ dy, Σ dy·(x − m))` in `f64` (lanes summed in `T`; in `f64` throughout if that
+    /// overflows), prefetching `pf`.
     fn dot_sums => dot_sums_body(x: &[T], dy: &[T], m: T, seg: Strided, pf: Strided) -> (f64, f64)
 );
 

@@ -168,6 +168,17 @@ fn col_sums_body<T: Float, const L: usize>(
     for j in 0..w {
         out.sd[j] = sd[j].to_f64();
         out.sdx[j] = sdx[j].to_f64();
+        if !(out.sd[j].is_finite() && out.sdx[j].is_finite()) {
+            // A product dy·(x − m) or a sum overflowed `T` (or the data is not finite): redo
+            // the column in `f64`, as the naive kernels do (and as the moments fall back).
+            let (m, (mut a, mut b)) = (mean[j].to_f64(), (0.0, 0.0));
+            for r in rows.0..rows.1 {
+                let dv = dy[r * d + j0 + j].to_f64();
+                a += dv;
+                b += dv * (x[r * d + j0 + j].to_f64() - m);
+            }
+            (out.sd[j], out.sdx[j]) = (a, b);
+        }
     }
     out
 }
