@@ -112,6 +112,8 @@ impl Conv2dGeometry {
         let [f, wc, kh, kw] = w.nchw(OP, "w")?;
         check_nonempty(OP, "x shape", x.dims())?;
         check_nonempty(OP, "w shape", w.dims())?;
+        checked_product(OP, "x shape", x.dims())?;
+        checked_product(OP, "w shape", w.dims())?;
         let g = p.groups;
         if g == 0 {
             return Err(Error::param(OP, "groups must be at least 1, got 0"));
@@ -188,7 +190,9 @@ impl Conv2dGeometry {
     }
     /// Floating-point operations of one forward pass: `2·N·F·(C/groups)·KH·KW·OH·OW`.
     pub fn flops(&self) -> f64 {
-        2.0 * (self.n * self.f * self.cg * self.kh * self.kw) as f64 * (self.oh * self.ow) as f64
+        [self.n, self.f, self.cg, self.kh, self.kw, self.oh, self.ow]
+            .iter()
+            .fold(2.0, |acc, &d| acc * d as f64)
     }
 
     /// Errors unless a bias of `len` values fits (`len == F`).

@@ -197,6 +197,7 @@ impl BatchNormGeometry {
             }
         };
         check_nonempty(op, "x shape", x.dims())?;
+        checked_product(op, "x shape", x.dims())?;
         check_eps(op, p.eps)?;
         if !(p.momentum.is_finite() && (0.0..=1.0).contains(&p.momentum)) {
             return Err(Error::param(
@@ -249,6 +250,7 @@ impl GroupNormGeometry {
     ) -> Result<Self> {
         let [n, c, h, w] = x.nchw(op, "x")?;
         check_nonempty(op, "x shape", x.dims())?;
+        checked_product(op, "x shape", x.dims())?;
         if groups == 0 {
             return Err(Error::param(op, "groups must be at least 1, got 0"));
         }

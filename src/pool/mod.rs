@@ -93,6 +93,7 @@ impl MaxPool2dGeometry {
     pub fn new(x: Shape, p: &MaxPool2dParams) -> Result<Self> {
         let [n, c, h, w] = x.nchw(OP, "x")?;
         check_nonempty(OP, "x shape", x.dims())?;
+        checked_product(OP, "x shape", x.dims())?;
         for (axis, i) in [(Axis::Height, 0), (Axis::Width, 1)] {
             if p.kernel[i] == 0 {
                 return Err(Error::param(
