@@ -720,10 +720,13 @@ pub fn time_once<R>(f: impl FnOnce() -> R) -> (R, f64) {
     (r, t.elapsed().as_secs_f64())
 }
 
-/// Estimated seconds of one naive pass of `case` in `dir`: the naive kernel timed once on
-/// `small` (after one untimed call), scaled by the ratio of naive costs.
+/// Estimated seconds of one naive pass of `case` in `dir`: the fastest of three timed calls
+/// of the naive kernel on `small` (after one untimed call), scaled by the ratio of naive
+/// costs.
 pub fn estimate_naive_seconds<T: Float>(case: &Case, small: &Problem<T>, dir: Dir) -> f64 {
     let _ = small.run(Imp::Naive, dir);
-    let (_, t) = time_once(|| small.run(Imp::Naive, dir));
+    let t = (0..3)
+        .map(|_| time_once(|| small.run(Imp::Naive, dir)).1)
+        .fold(f64::INFINITY, f64::min);
     t * case.naive_cost() / small.case.naive_cost()
 }
