@@ -47,7 +47,12 @@ fn bench_case(c: &mut Criterion, case: &Case) {
         .sampling_mode(SamplingMode::Flat);
     for dir in Dir::BOTH {
         group.throughput(throughput(case, dir));
-        if problem.run(Imp::Fast, dir).is_some() {
+        let available = match problem.run(Imp::Fast, dir) {
+            Some(Ok(_)) => true,
+            Some(Err(e)) => panic!("{}/fast/{}: {e}", case.name, dir.label()),
+            None => false,
+        };
+        if available {
             group.bench_function(format!("fast/{}", dir.label()), |b| {
                 b.iter(|| black_box(problem.run(Imp::Fast, dir)))
             });
@@ -60,6 +65,9 @@ fn bench_case(c: &mut Criterion, case: &Case) {
         }
         let est = cases::estimate_naive_seconds(case, &small, dir);
         if est < NAIVE_LIMIT_S {
+            if let Some(Err(e)) = problem.run(Imp::Naive, dir) {
+                panic!("{}/naive/{}: {e}", case.name, dir.label());
+            }
             group.bench_function(format!("naive/{}", dir.label()), |b| {
                 b.iter(|| black_box(problem.run(Imp::Naive, dir)))
             });

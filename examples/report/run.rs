@@ -18,6 +18,11 @@ pub fn naive_limit_s(quick: bool) -> f64 {
     }
 }
 
+/// Errors if a full-size run failed, so an `Err` is never timed as if it were a result.
+fn check<T>(r: Option<Result<T>>) -> Result<()> {
+    r.transpose().map(|_| ())
+}
+
 /// Runs every selected case in element type `T` at each thread count, printing each row
 /// as it completes; returns the rows.
 pub fn run<T: Float>(args: &Args, pools: &[rayon::ThreadPool]) -> Result<Vec<Row>> {
@@ -33,11 +38,14 @@ pub fn run<T: Float>(args: &Args, pools: &[rayon::ThreadPool]) -> Result<Vec<Row
             // The naive kernels are single-threaded loops: timed once, outside any pool.
             let est = cases::estimate_naive_seconds(case, &small, dir);
             let limit = naive_limit_s(args.quick);
-            let naive_ms = (est < limit).then(|| {
-                median_ms(Budget::naive(args.quick), || {
+            let naive_ms = if est < limit {
+                check(problem.run(Imp::Naive, dir))?;
+                Some(median_ms(Budget::naive(args.quick), || {
                     black_box(problem.run(Imp::Naive, dir));
-                })
-            });
+                }))
+            } else {
+                None
+            };
             let naive_small = small
                 .run(Imp::Naive, dir)
                 .expect("the naive kernel always exists")?;
@@ -47,11 +55,14 @@ pub fn run<T: Float>(args: &Args, pools: &[rayon::ThreadPool]) -> Result<Vec<Row
                         Some(out) => Some(cases::max_error(&out?, &naive_small)),
                         None => None,
                     };
-                    let fast_ms = err.is_some().then(|| {
-                        median_ms(Budget::fast(args.quick), || {
+                    let fast_ms = if err.is_some() {
+                        check(problem.run(Imp::Fast, dir))?;
+                        Some(median_ms(Budget::fast(args.quick), || {
                             black_box(problem.run(Imp::Fast, dir));
-                        })
-                    });
+                        }))
+                    } else {
+                        None
+                    };
                     let mut notes = Vec::new();
                     if fast_ms.is_none() {
                         notes.push("fast path not merged yet".to_string());
