@@ -357,10 +357,6 @@ impl Case {
     pub fn work(&self, dir: Dir, elem_bytes: usize) -> f64 {
         let x_len = self.x.iter().product::<usize>() as f64;
         let eb = elem_bytes as f64;
-        let passes = match dir {
-            Dir::Fwd => 2.0,
-            Dir::Bwd => 3.0,
-        };
         match self.layer {
             Layer::Conv { w, p } => {
                 let g = Conv2dGeometry::new(self.x.into(), w.into(), &p)
@@ -379,7 +375,10 @@ impl Case {
                     Dir::Bwd => (out_len + 2.0 * x_len) * eb,
                 }
             }
-            Layer::BatchNorm | Layer::GroupNorm(_) => passes * x_len * eb,
+            Layer::BatchNorm | Layer::GroupNorm(_) => match dir {
+                Dir::Fwd => 2.0 * x_len * eb,
+                Dir::Bwd => 3.0 * x_len * eb,
+            },
         }
     }
 
