@@ -7,8 +7,42 @@
 //! channels `g·C/groups .. (g+1)·C/groups`.
 //!
 //! [`naive`] holds the reference loops every fast path is tested against.
+//!
+//! ## Fast paths
+//!
+//! [`forward`] / [`forward_into`] and [`backward`] / [`backward_into`] pick one of three
+//! kernels from the geometry:
+//! - **depthwise** (`groups == C`): direct SIMD kernels (AVX-512 / AVX2 / baseline clones);
+//! - **pointwise** (1×1, stride 1, no padding): the image is the column matrix, one GEMM
+//!   per tile of pixels straight into the NCHW output;
+//! - **im2col + GEMM** otherwise: tiles of output pixels (about 128 Ki column elements each,
+//!   so the buffer never scales with the batch or the image) are lowered and multiplied by
+//!   the weights, the bias folded in (`out ← b`, then `out += W · cols`).
+//!
+//! The backward computes `db`, `dw = Σ dout · colsᵀ` and `dx = col2im(Wᵀ · dout)` in one
+//! call. Work runs on the current rayon pool, across images, groups and tiles, and inside
+//! an image (filter or channel blocks, batch chunks for `dw`) when there are few images.
+//! The GEMM is `matrixmultiply` (single-threaded inside each task).
+//!
+//! **Determinism**: every result is bitwise identical for any number of threads. The
+//! partition of the work (tiles, blocks, chunks, and so every GEMM's shape) is a function of
+//! the geometry alone, and reductions (`dw`, `db`) are merged in a fixed order.
+//!
+//! **Tolerance** against [`naive`]: the same sums in another order, so relative errors grow
+//! like `ε·√K` for a reduction of length `K` (`C/groups · KH · KW` for outputs and `dx`,
+//! `N · OH · OW` for `dw` and `db`); the tests allow a few times that.
 
+mod backward;
+mod depthwise;
+mod exec;
+mod forward;
+mod gemm;
+mod im2col;
 pub mod naive;
+mod plan;
+
+pub use backward::{backward, backward_into, backward_workspace_len};
+pub use forward::{forward, forward_into, forward_workspace_len};
 
 use crate::error::{Error, Result};
 use crate::geometry::{check_nonempty, checked_product, output_len, Axis};

@@ -15,8 +15,48 @@
 //! The forward functions return a cache holding what the backward needs (mean and inverse
 //! standard deviation per channel or per (image, group)); the backward takes it with `x`.
 //! [`naive`] holds the reference loops every fast path is tested against.
+//!
+//! ## Fast paths
+//!
+//! [`batch_norm_forward`], [`batch_norm_backward`], [`spatial_batch_norm_forward`],
+//! [`spatial_batch_norm_backward`], [`group_norm_forward`] and [`group_norm_backward`] have
+//! the signatures of their [`naive`] twins, plus allocation-free `*_into` forms that write
+//! into caller buffers (group-norm backward takes an `f64` workspace of
+//! [`group_norm_backward_workspace_len`] values; the others need none). They:
+//!
+//! - take the statistics in one pass over the data per leaf of at most 4096 values (a
+//!   pivot, then sums of deviations from it and of their squares — numerically a two-pass
+//!   over a block in L1), combine leaves with Chan's formula in `f64`, then apply
+//!   `y = (x − μ)·a + β` with `a = γ·inv_std` in one fused pass; the backward takes `Σ dy`
+//!   and `Σ dy·(x − μ)` in one pass and writes `dx` in a second;
+//! - run in parallel with rayon (over channels, over (image, group) pairs, and over the
+//!   leaves of large channels or groups) with a fixed partition and merge tree, so results
+//!   are bitwise identical for any number of threads;
+//! - use AVX-512 or AVX2+FMA clones of their loops when [`crate::simd::active_level`]
+//!   allows (the rounding of sums differs slightly between SIMD levels, within the
+//!   tolerance of the equivalence tests against [`naive`]);
+//! - give exactly `β` for a constant channel or group when `eps > 0` (its mean is computed
+//!   exactly and its variance as exactly 0). With `eps = 0` a constant channel has an
+//!   infinite inverse standard deviation and the output is NaN (`0·∞`), as the naive
+//!   kernels give on `f32` data; a NaN or infinity in a channel makes that channel's (or
+//!   group's) outputs NaN, as in the naive kernels.
 
+#[macro_use]
+mod kernels;
+mod batch;
+mod group;
 pub mod naive;
+mod rows;
+
+pub use batch::{
+    batch_norm_backward, batch_norm_backward_into, batch_norm_forward, batch_norm_forward_into,
+    spatial_batch_norm_backward, spatial_batch_norm_backward_into, spatial_batch_norm_forward,
+    spatial_batch_norm_forward_into,
+};
+pub use group::{
+    group_norm_backward, group_norm_backward_into, group_norm_backward_workspace_len,
+    group_norm_forward, group_norm_forward_into,
+};
 
 use crate::error::{Error, Result};
 use crate::geometry::{check_nonempty, checked_product};

@@ -9,15 +9,26 @@
 //! the **first** in row-major window order wins, and the backward pass sends the whole
 //! upstream gradient to that one element (PyTorch's rule). Overlapping windows accumulate.
 //!
-//! [`naive`] holds the reference loops every fast path is tested against.
+//! [`naive`] holds the reference loops every fast path is tested against. The fast kernels
+//! ([`forward`], [`forward_with_indices`], [`backward`], [`backward_with_indices`] and their
+//! allocation-free `_into` forms) give bitwise the same values, winners and gradients at
+//! every SIMD level ([`crate::simd`]) and any rayon thread count.
 
+mod backward;
+mod forward;
+mod indices;
+mod kernel;
 pub mod naive;
+
+pub use backward::{backward, backward_into, backward_with_indices, backward_with_indices_into};
+pub use forward::{forward, forward_into, forward_with_indices, forward_with_indices_into};
+pub use indices::MaxPool2dIndices;
 
 use crate::error::{Error, Result};
 use crate::geometry::{check_nonempty, checked_product, output_len, Axis};
 use crate::tensor::Shape;
 
-const OP: &str = "max_pool2d";
+pub(crate) const OP: &str = "max_pool2d";
 
 /// Parameters of a 2-d max pooling. `[h, w]` pairs are (height, width).
 ///

@@ -10,6 +10,20 @@
 //! - the environment variable `CNN_KERNELS_SIMD` (`scalar`, `portable`, `avx2`, `avx512`)
 //!   caps it when it is first read.
 //!
+//! Kernels inside the crate use the run-time level in one of two ways:
+//!
+//! - `multiversion!` (crate-internal) wraps a plain loop body (written so that it autovectorises) into a
+//!   function compiled three times — AVX-512F, AVX2+FMA and the baseline — and calls the
+//!   clone for [`active_level`];
+//! - generic kernels written against the `SimdVec` vector trait (`simd::vector`, with
+//!   `Scalar`, `wide` and explicit-intrinsic AVX2/AVX-512 implementations) are instantiated
+//!   inside `#[target_feature]` functions, one per level (see `pool::kernel` for the
+//!   pattern); `cast_slice`/`cast_slice_mut` turn a generic `&[T: Float]` into `&[f32]` or
+//!   `&[f64]` to reach those typed kernels.
+//!
+//! [`Level::Scalar`] runs plain scalar code (what Miri runs), [`Level::Portable`] the `wide`
+//! code as the target was compiled.
+//!
 //! ```
 //! use cnn_kernels::simd::{self, Level};
 //! let level = simd::active_level();
@@ -17,7 +31,12 @@
 //! println!("running with {}", level.name());
 //! ```
 
+use std::any::TypeId;
 use std::sync::atomic::{AtomicU8, Ordering};
+
+pub(crate) mod vector;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 /// A SIMD instruction-set level, ordered from least to most capable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -129,4 +148,117 @@ pub fn set_max_level(level: Level) -> Level {
 pub fn supported_levels() -> Vec<Level> {
     let d = detected_level();
     Level::ALL.into_iter().filter(|&l| l <= d).collect()
+}
+
+/// `Some(s)` reinterpreted as `&[U]` when `T` and `U` are the same type, else `None`.
+///
+/// Lets code generic over [`Float`](crate::Float) reach kernels written for `f32` or `f64`.
+pub(crate) fn cast_slice<T: 'static, U: 'static>(s: &[T]) -> Option<&[U]> {
+    if TypeId::of::<T>() == TypeId::of::<U>() {
+        // SAFETY: `T` and `U` are the same type, so the layout and validity are identical.
+        Some(unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<U>(), s.len()) })
+    } else {
+        None
+    }
+}
+
+/// Mutable form of [`cast_slice`].
+pub(crate) fn cast_slice_mut<T: 'static, U: 'static>(s: &mut [T]) -> Option<&mut [U]> {
+    if TypeId::of::<T>() == TypeId::of::<U>() {
+        // SAFETY: `T` and `U` are the same type; the borrow of `s` moves into the result.
+        Some(unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<U>(), s.len()) })
+    } else {
+        None
+    }
+}
+
+/// Defines a function whose body is compiled once per x86-64 level (AVX-512F, AVX2+FMA, and
+/// the baseline) and that runs the clone for [`active_level`] each call.
+///
+/// Write the body as plain loops over slices that LLVM can autovectorise (no `wide`: its
+/// types are fixed at compile time and stay SSE inside the clones). On other targets only
+/// the baseline exists. Generic parameters take one trait bound each.
+///
+/// ```text
+/// crate::simd::multiversion! {
+///     /// Sum of squares.
+///     pub(crate) fn sum_sq(x: &[f32]) -> f32 {
+///         x.iter().map(|v| v * v).sum()
+///     }
+/// }
+/// ```
+#[allow(unused_macros)]
+macro_rules! multiversion {
+    (
+        $(#[$meta:meta])*
+        $vis:vis fn $name:ident $(<$($g:ident : $b:path),* $(,)?>)?
+            ($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block
+    ) => {
+        $(#[$meta])*
+        $vis fn $name $(<$($g: $b),*>)? ($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body $(<$($g: $b),*>)? ($($arg: $ty),*) $(-> $ret)? $body
+
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx2,fma")]
+            unsafe fn avx512 $(<$($g: $b),*>)? ($($arg: $ty),*) $(-> $ret)? {
+                body $(::<$($g),*>)? ($($arg),*)
+            }
+
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2 $(<$($g: $b),*>)? ($($arg: $ty),*) $(-> $ret)? {
+                body $(::<$($g),*>)? ($($arg),*)
+            }
+
+            match $crate::simd::active_level() {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `active_level` never exceeds the detected level, so the CPU has
+                // AVX-512F.
+                $crate::simd::Level::Avx512 => unsafe { avx512 $(::<$($g),*>)? ($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above, the CPU has AVX2 and FMA.
+                $crate::simd::Level::Avx2 => unsafe { avx2 $(::<$($g),*>)? ($($arg),*) },
+                _ => body $(::<$($g),*>)? ($($arg),*),
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use multiversion;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    multiversion! {
+        /// Running max along a slice, first maximum wins (a test of the macro).
+        fn pairwise_max<T: crate::Float>(a: &[T], b: &[T], out: &mut [T]) {
+            for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+                *o = if y > x { y } else { x };
+            }
+        }
+    }
+
+    #[test]
+    fn multiversion_matches_scalar_at_every_level() {
+        let a: Vec<f32> = (0..1000).map(|i| ((i * 37) % 101) as f32).collect();
+        let b: Vec<f32> = (0..1000).map(|i| ((i * 53) % 97) as f32).collect();
+        let want: Vec<f32> = a.iter().zip(&b).map(|(&x, &y)| x.max(y)).collect();
+        let mut out = vec![0.0f32; 1000];
+        // `active_level` is process-wide; this test only reads it.
+        pairwise_max(&a, &b, &mut out);
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn cast_slice_only_between_equal_types() {
+        let x = [1.0f32, 2.0];
+        assert_eq!(cast_slice::<f32, f32>(&x), Some(&x[..]));
+        assert!(cast_slice::<f32, f64>(&x).is_none());
+        let mut y = [1.0f64];
+        cast_slice_mut::<f64, f64>(&mut y).unwrap()[0] = 3.0;
+        assert_eq!(y, [3.0]);
+        assert!(cast_slice_mut::<f64, f32>(&mut y).is_none());
+    }
 }

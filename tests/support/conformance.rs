@@ -29,7 +29,7 @@ use cnn_kernels::norm::{
 };
 use cnn_kernels::pool::{self, MaxPool2dParams};
 use cnn_kernels::simd;
-use cnn_kernels::{DType, Float, Shape, Tensor, TensorView};
+use cnn_kernels::{DType, Float, Result, Shape, Tensor, TensorView};
 use serde_json::Value;
 
 type KResult<T> = cnn_kernels::Result<T>;
@@ -127,28 +127,62 @@ impl<T: Float> Paths<T> {
     /// list below.
     pub fn all() -> Self {
         Paths {
-            conv: vec![ConvPath {
-                name: "naive",
-                simd: false,
-                forward: conv::naive::forward,
-                backward: conv::naive::backward,
-            }],
-            pool: vec![PoolPath {
-                name: "naive",
-                simd: false,
-                forward: pool::naive::forward,
-                backward: pool::naive::backward,
-            }],
-            norm: vec![NormPath {
-                name: "naive",
-                simd: false,
-                batch_norm_forward: norm::naive::batch_norm_forward,
-                batch_norm_backward: norm::naive::batch_norm_backward,
-                spatial_batch_norm_forward: norm::naive::spatial_batch_norm_forward,
-                spatial_batch_norm_backward: norm::naive::spatial_batch_norm_backward,
-                group_norm_forward: norm::naive::group_norm_forward,
-                group_norm_backward: norm::naive::group_norm_backward,
-            }],
+            conv: vec![
+                ConvPath {
+                    name: "naive",
+                    simd: false,
+                    forward: conv::naive::forward,
+                    backward: conv::naive::backward,
+                },
+                ConvPath {
+                    name: "fast",
+                    simd: true,
+                    forward: conv::forward,
+                    backward: conv::backward,
+                },
+            ],
+            pool: vec![
+                PoolPath {
+                    name: "naive",
+                    simd: false,
+                    forward: pool::naive::forward,
+                    backward: pool::naive::backward,
+                },
+                PoolPath {
+                    name: "fast",
+                    simd: true,
+                    forward: pool::forward,
+                    backward: pool::backward,
+                },
+                PoolPath {
+                    name: "fast-indices",
+                    simd: true,
+                    forward: pool_forward_with_indices,
+                    backward: pool_backward_with_indices,
+                },
+            ],
+            norm: vec![
+                NormPath {
+                    name: "naive",
+                    simd: false,
+                    batch_norm_forward: norm::naive::batch_norm_forward,
+                    batch_norm_backward: norm::naive::batch_norm_backward,
+                    spatial_batch_norm_forward: norm::naive::spatial_batch_norm_forward,
+                    spatial_batch_norm_backward: norm::naive::spatial_batch_norm_backward,
+                    group_norm_forward: norm::naive::group_norm_forward,
+                    group_norm_backward: norm::naive::group_norm_backward,
+                },
+                NormPath {
+                    name: "fast",
+                    simd: true,
+                    batch_norm_forward: norm::batch_norm_forward,
+                    batch_norm_backward: norm::batch_norm_backward,
+                    spatial_batch_norm_forward: norm::spatial_batch_norm_forward,
+                    spatial_batch_norm_backward: norm::spatial_batch_norm_backward,
+                    group_norm_forward: norm::group_norm_forward,
+                    group_norm_backward: norm::group_norm_backward,
+                },
+            ],
         }
     }
 }
@@ -781,4 +815,23 @@ pub fn run_all(paths: &[PathBuf], reg: &Registry, report: &mut dyn FnMut(&CaseRe
         }
     }
     s
+}
+
+/// The fast max-pool path that records window indices in the forward and scatters through
+/// them in the backward (the training-mode pair).
+fn pool_forward_with_indices<T: Float>(
+    x: TensorView<'_, T>,
+    p: &MaxPool2dParams,
+) -> Result<Tensor<T>> {
+    pool::forward_with_indices(x, p).map(|(out, _)| out)
+}
+
+/// See [`pool_forward_with_indices`].
+fn pool_backward_with_indices<T: Float>(
+    dout: TensorView<'_, T>,
+    x: TensorView<'_, T>,
+    p: &MaxPool2dParams,
+) -> Result<Tensor<T>> {
+    let (_, indices) = pool::forward_with_indices(x, p)?;
+    pool::backward_with_indices(dout, &indices, p)
 }

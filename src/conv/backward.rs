@@ -1,0 +1,258 @@
+//! Fast backward convolution: `db`, `dw = Σ dout · colsᵀ` and `dx = col2im(Wᵀ · dout)` in
+//! one call, with the same 1×1 and depthwise special paths as the forward.
+//!
+//! Determinism: `db` sums each filter's gradients in a fixed order. `dw` is computed by
+//! tasks of (batch chunk, group, channel block) — a partition fixed by the geometry — each
+//! accumulating its images and tiles in order into its own block; the chunks' partials are
+//! then added in chunk order. `dx` is owned per (image, channel block). Nothing depends on
+//! the number of threads.
+
+use rayon::prelude::*;
+
+use super::depthwise::{self, sum_lanes};
+use super::exec::{run_lanes, SharedMut};
+use super::gemm::{gemm, MatRef};
+use super::im2col::{col2im, im2col, Lowering};
+use super::plan::{BwdPlan, Path};
+use super::{Conv2dGeometry, Conv2dGrads, Conv2dParams, OP};
+use crate::error::{Error, Result};
+use crate::{Float, Tensor, TensorView, TensorViewMut};
+
+/// Elements of workspace that [`backward_into`] needs for this geometry (0 for depthwise).
+///
+/// Depends on the geometry only, never on the number of threads: at most 8 lanes' column
+/// tiles plus, for small weight tensors, up to 7 partial weight gradients (at most 1 Mi
+/// elements in all).
+pub fn backward_workspace_len(g: &Conv2dGeometry) -> usize {
+    BwdPlan::new(g).workspace_len()
+}
+
+/// Fast backward convolution; the same contract and result (up to rounding) as
+/// [`naive::backward`](super::naive::backward).
+///
+/// Allocates the gradients and the workspace (fallibly), then runs [`backward_into`].
+/// Bitwise identical gradients for any rayon thread count.
+///
+/// ```
+/// use cnn_kernels::{conv::{self, Conv2dParams}, TensorView};
+/// let x: Vec<f64> = (0..2 * 3 * 6 * 6).map(|v| ((v % 11) as f64) - 5.0).collect();
+/// let w: Vec<f64> = (0..4 * 3 * 3 * 3).map(|v| ((v % 5) as f64) * 0.25).collect();
+/// let dout = vec![1.0f64; 2 * 4 * 3 * 3];
+/// let p = Conv2dParams::default().stride([2, 2]).padding([1, 1]);
+/// let (xv, wv) = (TensorView::new([2, 3, 6, 6], &x)?, TensorView::new([4, 3, 3, 3], &w)?);
+/// let dv = TensorView::new([2, 4, 3, 3], &dout)?;
+/// let fast = conv::backward(dv, xv, wv, &p)?;
+/// let slow = conv::naive::backward(dv, xv, wv, &p)?;
+/// assert_eq!(fast.db, slow.db);
+/// assert!(fast.dw.data().iter().zip(slow.dw.data()).all(|(a, b)| (a - b).abs() < 1e-12));
+/// # Ok::<(), cnn_kernels::Error>(())
+/// ```
+pub fn backward<T: Float>(
+    dout: TensorView<'_, T>,
+    x: TensorView<'_, T>,
+    w: TensorView<'_, T>,
+    p: &Conv2dParams,
+) -> Result<Conv2dGrads<T>> {
+    let g = Conv2dGeometry::new(x.shape(), w.shape(), p)?;
+    g.check_dout(dout.shape())?;
+    let mut dx = Tensor::zeros(g.x_shape())?;
+    let mut dw = Tensor::zeros(g.w_shape())?;
+    let mut db = crate::alloc::zeroed_vec(OP, g.f)?;
+    let mut ws = crate::alloc::zeroed_vec(OP, backward_workspace_len(&g))?;
+    backward_into(
+        dout,
+        x,
+        w,
+        p,
+        dx.view_mut(),
+        dw.view_mut(),
+        &mut db,
+        &mut ws,
+    )?;
+    Ok(Conv2dGrads { dx, dw, db })
+}
+
+/// Allocation-free backward convolution: overwrites `dx` `(N, C, H, W)`, `dw`
+/// `(F, C/groups, KH, KW)` and `db` (`F` values) with the gradients of `sum(out · dout)`,
+/// using `workspace` (at least [`backward_workspace_len`] elements, clobbered).
+///
+/// Errors as [`naive::backward`](super::naive::backward) does, plus: `dx`, `dw` or `db` of
+/// the wrong shape ([`Error::ShapeMismatch`]) and a short workspace
+/// ([`Error::WorkspaceTooSmall`]). Bitwise identical results for any rayon thread count.
+/// (The GEMM library allocates its own small packing buffers per call.)
+#[allow(clippy::too_many_arguments)]
+pub fn backward_into<T: Float>(
+    dout: TensorView<'_, T>,
+    x: TensorView<'_, T>,
+    w: TensorView<'_, T>,
+    p: &Conv2dParams,
+    mut dx: TensorViewMut<'_, T>,
+    mut dw: TensorViewMut<'_, T>,
+    db: &mut [T],
+    workspace: &mut [T],
+) -> Result<()> {
+    let g = Conv2dGeometry::new(x.shape(), w.shape(), p)?;
+    g.check_dout(dout.shape())?;
+    if dx.shape().dims() != g.x_shape() {
+        return Err(Error::shape(
+            OP,
+            format!("dx has shape {}, x has shape {}", dx.shape(), x.shape()),
+        ));
+    }
+    if dw.shape().dims() != g.w_shape() {
+        return Err(Error::shape(
+            OP,
+            format!("dw has shape {}, w has shape {}", dw.shape(), w.shape()),
+        ));
+    }
+    if db.len() != g.f {
+        return Err(Error::shape(
+            OP,
+            format!("db has {} values for {} filters", db.len(), g.f),
+        ));
+    }
+    let plan = BwdPlan::new(&g);
+    let need = plan.workspace_len();
+    if workspace.len() < need {
+        return Err(Error::WorkspaceTooSmall {
+            op: OP,
+            required: need,
+            provided: workspace.len(),
+        });
+    }
+    let (dout, x, w) = (dout.data(), x.data(), w.data());
+    let (dx, dw) = (dx.data_mut(), dw.data_mut());
+    let p = g.oh * g.ow;
+    db.par_iter_mut().enumerate().for_each(|(f, db)| {
+        *db = sum_lanes((0..g.n).map(|n| &dout[(n * g.f + f) * p..][..p]));
+    });
+    match plan.path {
+        Path::Depthwise => depthwise::backward(&g, dout, x, w, dx, dw),
+        Path::Pointwise | Path::Im2col => {
+            let (slots, partials) = workspace[..need].split_at_mut(plan.slots_len());
+            weight_grad(&g, &plan, dout, x, dw, slots, partials);
+            input_grad(&g, &plan, dout, w, dx, slots);
+        }
+    }
+    Ok(())
+}
+
+/// Pass A: `dw[grp, :, cblock] (+)= dout[n, grp, tile] · cols(n, cblock, tile)ᵀ` over the
+/// chunk's images and tiles in order, then `dw += partial[1] + partial[2] + …` in order.
+fn weight_grad<T: Float>(
+    g: &Conv2dGeometry,
+    plan: &BwdPlan,
+    dout: &[T],
+    x: &[T],
+    dw: &mut [T],
+    slots: &mut [T],
+    partials: &mut [T],
+) {
+    let (p, hw, khw) = (g.oh * g.ow, g.h * g.w, plan.khw);
+    let kg = g.cg * khw;
+    let dw_len = dw.len();
+    let lw = Lowering::new(g);
+    let ncb = plan.a_cblocks.count;
+    {
+        let dw = SharedMut::new(dw);
+        let partials = SharedMut::new(partials);
+        run_lanes(
+            slots,
+            plan.a_slot_len,
+            plan.a_lanes,
+            plan.a_tasks,
+            |t, slot| {
+                let (cb, grp, chunk) = (t % ncb, (t / ncb) % g.groups, t / (ncb * g.groups));
+                let (c0, cn) = plan.a_cblocks.range(cb);
+                let kc = cn * khw;
+                let off = grp * g.fg * kg + c0 * khw;
+                let (target, off) = match chunk {
+                    0 => (&dw, off),
+                    _ => (&partials, (chunk - 1) * dw_len + off),
+                };
+                let (i0, i1) = plan.chunk_images(g.n, chunk);
+                let mut beta = T::ZERO;
+                for n in i0..i1 {
+                    let xc = (n * g.c + grp * g.cg + c0) * hw;
+                    let dg = (n * g.f + grp * g.fg) * p;
+                    for tile in 0..plan.a_tiles.count {
+                        let (p0, pt) = plan.a_tiles.range(tile);
+                        let cols_t = match plan.path {
+                            Path::Im2col => {
+                                let cols = &mut slot[..kc * pt];
+                                im2col(&lw, &x[xc..xc + cn * hw], cn, p0, pt, cols);
+                                MatRef::new(&*cols, 1, pt)
+                            }
+                            _ => MatRef::new(&x[xc + p0..], 1, hw),
+                        };
+                        let a = MatRef::new(&dout[dg + p0..], p, 1);
+                        // SAFETY: `C` is rows grp·fg.. × columns of channel block cb of this
+                        // chunk's dw (or partial): written by task t only, which runs once.
+                        unsafe { target.gemm(off, kg, 1, g.fg, pt, kc, a, cols_t, beta) };
+                        beta = T::ONE;
+                    }
+                }
+            },
+        );
+    }
+    if plan.a_chunks > 1 {
+        const BLOCK: usize = 4096;
+        let partials = &*partials;
+        dw.par_chunks_mut(BLOCK).enumerate().for_each(|(i, d)| {
+            for chunk in 1..plan.a_chunks {
+                let part = &partials[(chunk - 1) * dw_len + i * BLOCK..][..d.len()];
+                for (d, &v) in d.iter_mut().zip(part) {
+                    *d += v;
+                }
+            }
+        });
+    }
+}
+
+/// Pass B: per (image, group, channel block), `dcols = W[grp, :, cblock]ᵀ · dout[n, grp, tile]`
+/// then col2im into that block of `dx` (for 1×1 kernels, the GEMM writes `dx` directly).
+fn input_grad<T: Float>(
+    g: &Conv2dGeometry,
+    plan: &BwdPlan,
+    dout: &[T],
+    w: &[T],
+    dx: &mut [T],
+    slots: &mut [T],
+) {
+    let (p, hw, khw) = (g.oh * g.ow, g.h * g.w, plan.khw);
+    let kg = g.cg * khw;
+    let lw = Lowering::new(g);
+    let ncb = plan.b_cblocks.count;
+    let dx = SharedMut::new(dx);
+    run_lanes(
+        slots,
+        plan.b_slot_len,
+        plan.b_lanes,
+        plan.b_tasks,
+        |t, slot| {
+            let (cb, grp, n) = (t % ncb, (t / ncb) % g.groups, t / (ncb * g.groups));
+            let (c0, cn) = plan.b_cblocks.range(cb);
+            let kc = cn * khw;
+            // SAFETY: channels grp·cg + c0 .. + cn of image n belong to task t alone, which runs
+            // once.
+            let dxb = unsafe { dx.slice((n * g.c + grp * g.cg + c0) * hw, cn * hw) };
+            let wt = MatRef::new(&w[grp * g.fg * kg + c0 * khw..], 1, kg);
+            let dg = (n * g.f + grp * g.fg) * p;
+            if plan.path == Path::Im2col {
+                dxb.fill(T::ZERO);
+            }
+            for tile in 0..plan.b_tiles.count {
+                let (p0, pt) = plan.b_tiles.range(tile);
+                let d = MatRef::new(&dout[dg + p0..], p, 1);
+                match plan.path {
+                    Path::Im2col => {
+                        let dcols = &mut slot[..kc * pt];
+                        gemm(kc, g.fg, pt, wt, d, T::ZERO, dcols, pt, 1);
+                        col2im(&lw, dcols, cn, p0, pt, dxb);
+                    }
+                    _ => gemm(kc, g.fg, pt, wt, d, T::ZERO, &mut dxb[p0..], hw, 1),
+                }
+            }
+        },
+    );
+}

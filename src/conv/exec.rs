@@ -1,0 +1,119 @@
+//! Parallel execution: lanes that claim tasks one at a time, each lane with its own slot of
+//! the workspace, and a shared output that tasks write disjoint regions of.
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rayon::prelude::*;
+
+use super::gemm::{gemm_ptr, MatRef};
+use crate::Float;
+
+/// Runs `task(t, slot)` once for every `t` in `0..ntasks` on at most `lanes` concurrent
+/// lanes; lane `l` passes `ws[l·slot_len ..][..slot_len]` to every task it runs. Lanes claim
+/// the next task from a shared counter, so the load balances itself; which lane runs a task
+/// never changes what the task computes (the slot is scratch).
+///
+/// Panics if `ws` is shorter than `lanes · slot_len` (an internal bug: plans size it).
+pub(crate) fn run_lanes<T, F>(ws: &mut [T], slot_len: usize, lanes: usize, ntasks: usize, task: F)
+where
+    T: Send,
+    F: Fn(usize, &mut [T]) + Sync,
+{
+    let lanes = lanes.min(ntasks);
+    if lanes == 0 {
+        return;
+    }
+    let next = AtomicUsize::new(0);
+    let lane = |slot: &mut [T]| loop {
+        let t = next.fetch_add(1, Ordering::Relaxed);
+        if t >= ntasks {
+            break;
+        }
+        task(t, slot);
+    };
+    if lanes == 1 {
+        lane(&mut ws[..slot_len]);
+    } else if slot_len == 0 {
+        (0..lanes).into_par_iter().for_each(|_| lane(&mut []));
+    } else {
+        ws[..lanes * slot_len]
+            .par_chunks_mut(slot_len)
+            .for_each(lane);
+    }
+}
+
+/// A mutable buffer that several tasks write at once, each into its own region (rows of
+/// filters × a tile of pixels, a block of channels, …). Regions are strided, so they cannot
+/// be split off as `&mut` slices up front; the callers' partition keeps them disjoint.
+pub(crate) struct SharedMut<'a, T> {
+    ptr: *mut T,
+    len: usize,
+    _borrow: PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: a SharedMut is an exclusive borrow of its buffer; it hands out access only through
+// `unsafe` methods whose callers guarantee that concurrent accesses touch disjoint elements,
+// so sharing it between threads is as sound as sending the disjoint `&mut` pieces (T: Send).
+unsafe impl<T: Send> Send for SharedMut<'_, T> {}
+// SAFETY: see above.
+unsafe impl<T: Send> Sync for SharedMut<'_, T> {}
+
+impl<'a, T: Float> SharedMut<'a, T> {
+    pub(crate) fn new(data: &'a mut [T]) -> Self {
+        SharedMut {
+            ptr: data.as_mut_ptr(),
+            len: data.len(),
+            _borrow: PhantomData,
+        }
+    }
+
+    /// `buf[start .. start + len]`; panics if it is out of bounds.
+    ///
+    /// # Safety
+    /// While the returned slice lives, no other task may access any of its elements.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
+        assert!(start <= self.len && len <= self.len - start);
+        // SAFETY: in bounds of the borrowed buffer (checked); exclusivity is the caller's
+        // contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+
+    /// `C ← A·B + β·C` where `C` is the `m × n` matrix at `buf[off ..]` with strides
+    /// `rsc`, `csc`; panics if it reaches past the buffer.
+    ///
+    /// # Safety
+    /// During the call no other task may access the elements of that `C`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn gemm(
+        &self,
+        off: usize,
+        rsc: usize,
+        csc: usize,
+        m: usize,
+        k: usize,
+        n: usize,
+        a: MatRef<'_, T>,
+        b: MatRef<'_, T>,
+        beta: T,
+    ) {
+        assert!(off <= self.len);
+        // SAFETY: `off` is in bounds, gemm_ptr checks `C` against the rest of the buffer, and
+        // the caller guarantees exclusive access to `C`'s elements.
+        unsafe {
+            gemm_ptr(
+                m,
+                k,
+                n,
+                a,
+                b,
+                beta,
+                self.ptr.add(off),
+                self.len - off,
+                rsc,
+                csc,
+            )
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Fast forward convolution: im2col + GEMM per (image, group, tile of output pixels),
+//! the image itself as the column matrix for 1×1 stride-1 unpadded kernels, and a direct
+//! SIMD kernel for depthwise convolutions.
+
+use rayon::prelude::*;
+
+use super::depthwise;
+use super::exec::{run_lanes, SharedMut};
+use super::gemm::MatRef;
+use super::im2col::{im2col, Lowering};
+use super::plan::{FwdPlan, Path};
+use super::{Conv2dGeometry, Conv2dParams, OP};
+use crate::error::{Error, Result};
+use crate::{Float, Tensor, TensorView, TensorViewMut};
+
+/// Elements of workspace that [`forward_into`] needs for this geometry (0 for depthwise and
+/// 1×1 stride-1 unpadded convolutions).
+///
+/// Depends on the geometry only — not on the element type's size, nor on the number of
+/// threads: at most 8 tiles are lowered at once, each of about 128 Ki elements (at least
+/// 128 output pixels), so it never scales with the batch.
+///
+/// ```
+/// use cnn_kernels::conv::{forward_workspace_len, Conv2dGeometry, Conv2dParams};
+/// let p = Conv2dParams::default().stride([2, 2]).padding([3, 3]);
+/// let g = Conv2dGeometry::new([8, 3, 224, 224].into(), [64, 3, 7, 7].into(), &p).unwrap();
+/// assert!(forward_workspace_len(&g) < 2_000_000); // not 147 × 12544 per image
+/// ```
+pub fn forward_workspace_len(g: &Conv2dGeometry) -> usize {
+    FwdPlan::new(g).workspace_len()
+}
+
+/// Fast forward convolution; the same contract and result (up to rounding) as
+/// [`naive::forward`](super::naive::forward).
+///
+/// Allocates the output and the workspace (fallibly), then runs [`forward_into`]. Uses the
+/// current rayon pool; the output is bitwise identical for any number of threads.
+///
+/// ```
+/// use cnn_kernels::{conv::{self, Conv2dParams}, TensorView};
+/// let x: Vec<f32> = (0..2 * 3 * 5 * 5).map(|v| (v % 7) as f32).collect();
+/// let w = vec![0.5f32; 4 * 3 * 3 * 3];
+/// let p = Conv2dParams::default().padding([1, 1]);
+/// let (xv, wv) = (TensorView::new([2, 3, 5, 5], &x)?, TensorView::new([4, 3, 3, 3], &w)?);
+/// let fast = conv::forward(xv, wv, Some(&[1.0; 4]), &p)?;
+/// let slow = conv::naive::forward(xv, wv, Some(&[1.0; 4]), &p)?;
+/// assert!(fast.data().iter().zip(slow.data()).all(|(a, b)| (a - b).abs() <= 1e-4 * b.abs().max(1.0)));
+/// # Ok::<(), cnn_kernels::Error>(())
+/// ```
+pub fn forward<T: Float>(
+    x: TensorView<'_, T>,
+    w: TensorView<'_, T>,
+    b: Option<&[T]>,
+    p: &Conv2dParams,
+) -> Result<Tensor<T>> {
+    let g = Conv2dGeometry::new(x.shape(), w.shape(), p)?;
+    if let Some(b) = b {
+        g.check_bias(b.len())?;
+    }
+    let mut out = Tensor::zeros(g.out_shape())?;
+    let mut ws = crate::alloc::zeroed_vec(OP, forward_workspace_len(&g))?;
+    forward_into(x, w, b, p, out.view_mut(), &mut ws)?;
+    Ok(out)
+}
+
+/// Allocation-free forward convolution into `out` `(N, F, OH, OW)`, using `workspace`
+/// (at least [`forward_workspace_len`] elements; its contents on entry do not matter and
+/// are clobbered). Every element of `out` is overwritten.
+///
+/// Errors as [`naive::forward`](super::naive::forward) does, plus: `out` not of the output
+/// shape ([`Error::ShapeMismatch`]) and a short workspace ([`Error::WorkspaceTooSmall`]).
+/// Bitwise identical output for any rayon thread count. (The GEMM library allocates its own
+/// small packing buffers per call.)
+pub fn forward_into<T: Float>(
+    x: TensorView<'_, T>,
+    w: TensorView<'_, T>,
+    b: Option<&[T]>,
+    p: &Conv2dParams,
+    mut out: TensorViewMut<'_, T>,
+    workspace: &mut [T],
+) -> Result<()> {
+    let g = Conv2dGeometry::new(x.shape(), w.shape(), p)?;
+    if let Some(b) = b {
+        g.check_bias(b.len())?;
+    }
+    if out.shape().dims() != g.out_shape() {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "out has shape {}, the output shape is {:?}",
+                out.shape(),
+                g.out_shape()
+            ),
+        ));
+    }
+    let plan = FwdPlan::new(&g);
+    let need = plan.workspace_len();
+    if workspace.len() < need {
+        return Err(Error::WorkspaceTooSmall {
+            op: OP,
+            required: need,
+            provided: workspace.len(),
+        });
+    }
+    let (x, w, out) = (x.data(), w.data(), out.data_mut());
+    match plan.path {
+        Path::Depthwise => depthwise::forward(&g, x, w, b, out),
+        Path::Pointwise | Path::Im2col => {
+            gemm_forward(&g, &plan, x, w, b, out, &mut workspace[..need])
+        }
+    }
+    Ok(())
+}
+
+/// `out[n, group] = W[group] · cols(n, group) + b`, one unit (image, group, tile) at a time per
+/// lane; each unit writes only its filters' rows × its tile's columns of `out`.
+fn gemm_forward<T: Float>(
+    g: &Conv2dGeometry,
+    plan: &FwdPlan,
+    x: &[T],
+    w: &[T],
+    b: Option<&[T]>,
+    out: &mut [T],
+    ws: &mut [T],
+) {
+    let (p, hw, k) = (g.oh * g.ow, g.h * g.w, plan.k);
+    let lw = Lowering::new(g);
+    let nt = plan.tiles.count;
+    let out = SharedMut::new(out);
+    run_lanes(ws, plan.slot_len, plan.lanes, plan.units, |unit, slot| {
+        let (n, grp, tile) = (unit / (nt * g.groups), (unit / nt) % g.groups, unit % nt);
+        let (p0, pt) = plan.tiles.range(tile);
+        let xg = (n * g.c + grp * g.cg) * hw;
+        let cols = match plan.path {
+            Path::Im2col => {
+                let cols = &mut slot[..k * pt];
+                im2col(&lw, &x[xg..xg + g.cg * hw], g.cg, p0, pt, cols);
+                MatRef::new(&*cols, pt, 1)
+            }
+            _ => MatRef::new(&x[xg + p0..], hw, 1),
+        };
+        let wg = &w[grp * g.fg * k..(grp + 1) * g.fg * k];
+        let base = (n * g.f + grp * g.fg) * p + p0;
+        let block = |fb: usize| {
+            let (f0, fm) = plan.fblocks.range(fb);
+            let off = base + f0 * p;
+            let beta = match b {
+                Some(b) => {
+                    for r in 0..fm {
+                        // SAFETY: row `f0 + r` of this unit's tile belongs to this unit and
+                        // this filter block alone (units and blocks partition `out`).
+                        let row = unsafe { out.slice(off + r * p, pt) };
+                        row.fill(b[grp * g.fg + f0 + r]);
+                    }
+                    T::ONE
+                }
+                None => T::ZERO,
+            };
+            let wb = MatRef::new(&wg[f0 * k..], k, 1);
+            // SAFETY: `C` is filters f0..f0+fm × pixels p0..p0+pt of image n, group grp:
+            // written by this (unit, block) only; each unit runs once (run_lanes).
+            unsafe { out.gemm(off, p, 1, fm, k, pt, wb, cols, beta) };
+        };
+        if plan.fblocks.count == 1 {
+            block(0);
+        } else {
+            (0..plan.fblocks.count).into_par_iter().for_each(block);
+        }
+    });
+}

@@ -1,0 +1,468 @@
+//! Fast batch norm (vanilla `(N, D)` and spatial `(N, C, H, W)`), forward and backward.
+//!
+//! Spatial: one rayon task per channel. A channel's statistics are reduced over leaves of at
+//! most [`CHUNK`](super::kernels::CHUNK) elements of its `N` slabs with a fixed tree, and
+//! the channel is normalised right after, while its `N·H·W` values are still in L2.
+//! Vanilla `(N, D)` (and spatial with `H·W = 1`) uses the column-strip path of
+//! [`super::rows`].
+
+use rayon::prelude::*;
+
+use super::kernels::{self, add2, par_for, tree, Moments, Segments, SharedMut};
+use super::{
+    check_dout, rows, BatchNormCache, BatchNormGeometry, BatchNormMode, BatchNormParams, NormGrads,
+};
+use crate::alloc::zeroed_vec;
+use crate::error::{Error, Result};
+use crate::simd::{self, Level};
+use crate::{Float, Shape, Tensor, TensorView, TensorViewMut};
+
+const BN: &str = "batch_norm";
+const SBN: &str = "spatial_batch_norm";
+
+/// Fast batch norm forward on `x` `(N, D)`: returns `y` `(N, D)` and the cache for
+/// [`batch_norm_backward`]. Same contract and errors as
+/// [`naive::batch_norm_forward`](super::naive::batch_norm_forward): in train mode the
+/// statistics are the batch mean and biased variance and `running_mean`/`running_var` are
+/// updated as `momentum·running + (1 − momentum)·batch`; in test mode they are used and left
+/// unchanged.
+///
+/// Deterministic: bitwise identical results for any rayon thread count (fixed reduction
+/// tree). Results agree with the naive kernel to rounding; a constant column normalises to
+/// exactly `β` when `eps > 0` (with `eps = 0` it gives NaN, as `0·∞`, like the naive kernel).
+pub fn batch_norm_forward<T: Float>(
+    x: TensorView<'_, T>,
+    gamma: &[T],
+    beta: &[T],
+    running_mean: &mut [T],
+    running_var: &mut [T],
+    p: &BatchNormParams,
+) -> Result<(Tensor<T>, BatchNormCache<T>)> {
+    forward_alloc(BN, false, x, gamma, beta, running_mean, running_var, p)
+}
+
+/// Allocation-free [`batch_norm_forward`]: writes `y` (the shape of `x`) and `cache` (whose
+/// `mean` and `inv_std` must already hold `D` values; its `mode` is set to `p.mode`).
+///
+/// Errors as [`batch_norm_forward`], and if `y` or the cache have the wrong size.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_forward_into<T: Float>(
+    x: TensorView<'_, T>,
+    gamma: &[T],
+    beta: &[T],
+    running_mean: &mut [T],
+    running_var: &mut [T],
+    p: &BatchNormParams,
+    y: TensorViewMut<'_, T>,
+    cache: &mut BatchNormCache<T>,
+) -> Result<()> {
+    forward_into(
+        BN,
+        false,
+        x,
+        gamma,
+        beta,
+        running_mean,
+        running_var,
+        p,
+        y,
+        cache,
+    )
+}
+
+/// Fast batch norm backward on `(N, D)`: `dx`, `dγ`, `dβ`. Same contract and errors as
+/// [`naive::batch_norm_backward`](super::naive::batch_norm_backward); deterministic for any
+/// thread count.
+pub fn batch_norm_backward<T: Float>(
+    dout: TensorView<'_, T>,
+    x: TensorView<'_, T>,
+    gamma: &[T],
+    cache: &BatchNormCache<T>,
+) -> Result<NormGrads<T>> {
+    backward_alloc(BN, false, dout, x, gamma, cache)
+}
+
+/// Allocation-free [`batch_norm_backward`]: writes `dx` (the shape of `x`), `dgamma` and
+/// `dbeta` (`D` values each).
+///
+/// Errors as [`batch_norm_backward`], and if an output has the wrong size.
+pub fn batch_norm_backward_into<T: Float>(
+    dout: TensorView<'_, T>,
+    x: TensorView<'_, T>,
+    gamma: &[T],
+    cache: &BatchNormCache<T>,
+    dx: TensorViewMut<'_, T>,
+    dgamma: &mut [T],
+    dbeta: &mut [T],
+) -> Result<()> {
+    backward_into(BN, false, dout, x, gamma, cache, dx, dgamma, dbeta)
+}
+
+/// Fast spatial batch norm forward on `x` `(N, C, H, W)` (statistics per channel over
+/// `N·H·W` values). Same contract as [`batch_norm_forward`] with `C` in place of `D`, and as
+/// [`naive::spatial_batch_norm_forward`](super::naive::spatial_batch_norm_forward).
+pub fn spatial_batch_norm_forward<T: Float>(
+    x: TensorView<'_, T>,
+    gamma: &[T],
+    beta: &[T],
+    running_mean: &mut [T],
+    running_var: &mut [T],
+    p: &BatchNormParams,
+) -> Result<(Tensor<T>, BatchNormCache<T>)> {
+    forward_alloc(SBN, true, x, gamma, beta, running_mean, running_var, p)
+}
+
+/// Allocation-free [`spatial_batch_norm_forward`]; see [`batch_norm_forward_into`].
+#[allow(clippy::too_many_arguments)]
+pub fn spatial_batch_norm_forward_into<T: Float>(
+    x: TensorView<'_, T>,
+    gamma: &[T],
+    beta: &[T],
+    running_mean: &mut [T],
+    running_var: &mut [T],
+    p: &BatchNormParams,
+    y: TensorViewMut<'_, T>,
+    cache: &mut BatchNormCache<T>,
+) -> Result<()> {
+    forward_into(
+        SBN,
+        true,
+        x,
+        gamma,
+        beta,
+        running_mean,
+        running_var,
+        p,
+        y,
+        cache,
+    )
+}
+
+/// Fast spatial batch norm backward on `(N, C, H, W)`. Same contract as
+/// [`batch_norm_backward`] and
+/// [`naive::spatial_batch_norm_backward`](super::naive::spatial_batch_norm_backward).
+pub fn spatial_batch_norm_backward<T: Float>(
+    dout: TensorView<'_, T>,
+    x: TensorView<'_, T>,
+    gamma: &[T],
+    cache: &BatchNormCache<T>,
+) -> Result<NormGrads<T>> {
+    backward_alloc(SBN, true, dout, x, gamma, cache)
+}
+
+/// Allocation-free [`spatial_batch_norm_backward`]; see [`batch_norm_backward_into`].
+pub fn spatial_batch_norm_backward_into<T: Float>(
+    dout: TensorView<'_, T>,
+    x: TensorView<'_, T>,
+    gamma: &[T],
+    cache: &BatchNormCache<T>,
+    dx: TensorViewMut<'_, T>,
+    dgamma: &mut [T],
+    dbeta: &mut [T],
+) -> Result<()> {
+    backward_into(SBN, true, dout, x, gamma, cache, dx, dgamma, dbeta)
+}
+
+/// Errors unless an output tensor has the shape of `x`.
+pub(super) fn check_out(op: &'static str, what: &str, out: Shape, x: Shape) -> Result<()> {
+    if out != x {
+        return Err(Error::shape(
+            op,
+            format!("{what} has shape {out}, x has shape {x}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Errors unless a per-channel output has `c` values.
+pub(super) fn check_len(op: &'static str, what: &str, len: usize, c: usize) -> Result<()> {
+    if len != c {
+        return Err(Error::shape(
+            op,
+            format!("{what} has {len} values for {c} channels"),
+        ));
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forward_alloc<T: Float>(
+    op: &'static str,
+    spatial: bool,
+    x: TensorView<'_, T>,
+    gamma: &[T],
+    beta: &[T],
+    running_mean: &mut [T],
+    running_var: &mut [T],
+    p: &BatchNormParams,
+) -> Result<(Tensor<T>, BatchNormCache<T>)> {
+    let c = gamma.len();
+    let mut y = Tensor::from_vec(x.shape(), zeroed_vec(op, x.data().len())?)?;
+    let mut cache = BatchNormCache {
+        mode: p.mode,
+        mean: zeroed_vec(op, c)?,
+        inv_std: zeroed_vec(op, c)?,
+    };
+    forward_into(
+        op,
+        spatial,
+        x,
+        gamma,
+        beta,
+        running_mean,
+        running_var,
+        p,
+        y.view_mut(),
+        &mut cache,
+    )?;
+    Ok((y, cache))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forward_into<T: Float>(
+    op: &'static str,
+    spatial: bool,
+    x: TensorView<'_, T>,
+    gamma: &[T],
+    beta: &[T],
+    running_mean: &mut [T],
+    running_var: &mut [T],
+    p: &BatchNormParams,
+    y: TensorViewMut<'_, T>,
+    cache: &mut BatchNormCache<T>,
+) -> Result<()> {
+    let g = BatchNormGeometry::new(
+        op,
+        x.shape(),
+        spatial,
+        [
+            ("gamma", gamma.len()),
+            ("beta", beta.len()),
+            ("running_mean", running_mean.len()),
+            ("running_var", running_var.len()),
+        ],
+        p,
+    )?;
+    check_out(op, "y", y.shape(), x.shape())?;
+    g.check_cache(op, cache)?;
+    cache.mode = p.mode;
+    let lvl = simd::active_level();
+    let y = y.into_data();
+    let (mean, inv_std) = (&mut cache.mean[..], &mut cache.inv_std[..]);
+    let vecs = Vecs {
+        gamma,
+        beta,
+        running_mean,
+        running_var,
+    };
+    if g.hw == 1 {
+        rows::bn_forward(lvl, g.n, g.c, x.data(), vecs, p, y, mean, inv_std);
+    } else {
+        forward_channels(lvl, g, x.data(), vecs, p, y, mean, inv_std);
+    }
+    Ok(())
+}
+
+/// The per-channel vectors of a forward call.
+pub(super) struct Vecs<'a, T> {
+    pub gamma: &'a [T],
+    pub beta: &'a [T],
+    pub running_mean: &'a mut [T],
+    pub running_var: &'a mut [T],
+}
+
+/// The batch (train) or running (test) mean and variance of one channel, updating the
+/// running statistics in train mode.
+pub(super) fn channel_stats<T: Float>(
+    p: &BatchNormParams,
+    rm: &mut T,
+    rv: &mut T,
+    batch: impl FnOnce() -> Moments,
+) -> (f64, f64) {
+    match p.mode {
+        BatchNormMode::Train => {
+            let mo = batch();
+            let var = mo.var();
+            let mom = p.momentum;
+            *rm = T::from_f64(mom * rm.to_f64() + (1.0 - mom) * mo.mean);
+            *rv = T::from_f64(mom * rv.to_f64() + (1.0 - mom) * var);
+            (mo.mean, var)
+        }
+        BatchNormMode::Test => (rm.to_f64(), rv.to_f64()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forward_channels<T: Float>(
+    lvl: Level,
+    g: BatchNormGeometry,
+    x: &[T],
+    v: Vecs<'_, T>,
+    p: &BatchNormParams,
+    y: &mut [T],
+    mean: &mut [T],
+    inv_std: &mut [T],
+) {
+    let ys = SharedMut::new(y);
+    let (gamma, beta) = (v.gamma, v.beta);
+    mean.par_iter_mut()
+        .zip(inv_std.par_iter_mut())
+        .zip(v.running_mean.par_iter_mut())
+        .zip(v.running_var.par_iter_mut())
+        .enumerate()
+        .for_each(|(ch, (((m_out, is_out), rm), rv))| {
+            let segs = Segments::new(ch * g.hw, g.c * g.hw, g.n, g.hw);
+            let (m, var) = channel_stats(p, rm, rv, || {
+                tree(
+                    0,
+                    segs.leaves(),
+                    segs.par_min(),
+                    &|i| kernels::moments(lvl, &x[segs.leaf(i)]),
+                    &Moments::merge,
+                )
+            });
+            let is = 1.0 / (var + p.eps).sqrt();
+            let mt = T::from_f64(m);
+            let a = T::from_f64(gamma[ch].to_f64() * is);
+            *m_out = mt;
+            *is_out = T::from_f64(is);
+            par_for(0, segs.leaves(), segs.par_min(), &|i| {
+                let r = segs.leaf(i);
+                // SAFETY: leaf `i` of channel `ch` lies in slab (image, ch); leaves of one
+                // channel are disjoint and the channels' slabs are disjoint, so no two live
+                // pieces overlap.
+                let out = unsafe { ys.piece(r.clone()) };
+                kernels::affine(lvl, &x[r], out, mt, a, beta[ch]);
+            });
+        });
+}
+
+fn backward_alloc<T: Float>(
+    op: &'static str,
+    spatial: bool,
+    dout: TensorView<'_, T>,
+    x: TensorView<'_, T>,
+    gamma: &[T],
+    cache: &BatchNormCache<T>,
+) -> Result<NormGrads<T>> {
+    let c = gamma.len();
+    let mut dx = Tensor::from_vec(x.shape(), zeroed_vec(op, x.data().len())?)?;
+    let mut dgamma = zeroed_vec(op, c)?;
+    let mut dbeta = zeroed_vec(op, c)?;
+    backward_into(
+        op,
+        spatial,
+        dout,
+        x,
+        gamma,
+        cache,
+        dx.view_mut(),
+        &mut dgamma,
+        &mut dbeta,
+    )?;
+    Ok(NormGrads { dx, dgamma, dbeta })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_into<T: Float>(
+    op: &'static str,
+    spatial: bool,
+    dout: TensorView<'_, T>,
+    x: TensorView<'_, T>,
+    gamma: &[T],
+    cache: &BatchNormCache<T>,
+    dx: TensorViewMut<'_, T>,
+    dgamma: &mut [T],
+    dbeta: &mut [T],
+) -> Result<()> {
+    let g = BatchNormGeometry::new(
+        op,
+        x.shape(),
+        spatial,
+        [("gamma", gamma.len()); 4],
+        &BatchNormParams::default(),
+    )?;
+    check_dout(op, dout.shape(), x.shape())?;
+    g.check_cache(op, cache)?;
+    check_out(op, "dx", dx.shape(), x.shape())?;
+    check_len(op, "dgamma", dgamma.len(), g.c)?;
+    check_len(op, "dbeta", dbeta.len(), g.c)?;
+    let lvl = simd::active_level();
+    let (x, dy, dx) = (x.data(), dout.data(), dx.into_data());
+    if g.hw == 1 {
+        rows::bn_backward(lvl, g.n, g.c, x, dy, gamma, cache, dx, dgamma, dbeta);
+    } else {
+        backward_channels(lvl, g, x, dy, gamma, cache, dx, dgamma, dbeta);
+    }
+    Ok(())
+}
+
+/// `[m, k1, k2, k0]` of `dx = k1·dy + k2·(x − m) + k0` for train-mode backward, from
+/// `sd = Σ dy`, `sdx = Σ dy·(x − m)` over `count` values.
+pub(super) fn dx_coefs<T: Float>(
+    m: T,
+    gamma: f64,
+    is: f64,
+    sd: f64,
+    sdx: f64,
+    count: f64,
+) -> [T; 4] {
+    // dx = γ·is/N · (N·dy − Σdy − x̂·Σ(dy·x̂)), x̂ = (x − m)·is, Σ(dy·x̂) = is·sdx.
+    let k1 = gamma * is;
+    [
+        m,
+        T::from_f64(k1),
+        T::from_f64(-k1 * is * (is * sdx) / count),
+        T::from_f64(-k1 * sd / count),
+    ]
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_channels<T: Float>(
+    lvl: Level,
+    g: BatchNormGeometry,
+    x: &[T],
+    dy: &[T],
+    gamma: &[T],
+    cache: &BatchNormCache<T>,
+    dx: &mut [T],
+    dgamma: &mut [T],
+    dbeta: &mut [T],
+) {
+    let dxs = SharedMut::new(dx);
+    let count = g.count() as f64;
+    dgamma
+        .par_iter_mut()
+        .zip(dbeta.par_iter_mut())
+        .enumerate()
+        .for_each(|(ch, (dg, db))| {
+            let segs = Segments::new(ch * g.hw, g.c * g.hw, g.n, g.hw);
+            let m = cache.mean[ch];
+            let is = cache.inv_std[ch].to_f64();
+            let (sd, sdx) = tree(
+                0,
+                segs.leaves(),
+                segs.par_min(),
+                &|i| {
+                    let r = segs.leaf(i);
+                    kernels::dot_sums(lvl, &x[r.clone()], &dy[r], m)
+                },
+                &add2,
+            );
+            *db = T::from_f64(sd);
+            *dg = T::from_f64(is * sdx);
+            let gm = gamma[ch].to_f64();
+            let k = dx_coefs(m, gm, is, sd, sdx, count);
+            par_for(0, segs.leaves(), segs.par_min(), &|i| {
+                let r = segs.leaf(i);
+                // SAFETY: leaf `i` of channel `ch` lies in slab (image, ch); all live pieces
+                // are distinct leaves or distinct channels, hence disjoint.
+                let out = unsafe { dxs.piece(r.clone()) };
+                match cache.mode {
+                    BatchNormMode::Train => kernels::dx_train(lvl, &x[r.clone()], &dy[r], out, k),
+                    // The statistics are constants in test mode: dx = γ·inv_std·dy.
+                    BatchNormMode::Test => kernels::scale(lvl, &dy[r], out, k[1]),
+                }
+            });
+        });
+}

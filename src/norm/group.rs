@@ -1,0 +1,268 @@
+//! Fast spatial group norm, forward and backward.
+//!
+//! One rayon task per (image, group): the group's `C/G·H·W` values are contiguous, so the
+//! statistics are a fixed tree over leaves of at most [`CHUNK`](super::kernels::CHUNK)
+//! elements, followed at once by the per-channel affine map while the group is in cache.
+//! Backward computes per-channel `Σ dy` and `Σ dy·(x − μ)` of the group (kept in a
+//! workspace so that `dγ`, `dβ` are summed over the images in a fixed order), then `dx`.
+
+use rayon::prelude::*;
+
+use super::batch::{check_len, check_out};
+use super::kernels::{self, add2, tree, Moments, Segments, PAR_ELEMS};
+use super::{check_dout, GroupNormCache, GroupNormGeometry, GroupNormParams, NormGrads};
+use crate::alloc::zeroed_vec;
+use crate::error::{Error, Result};
+use crate::simd::{self, Level};
+use crate::{Float, Tensor, TensorView, TensorViewMut};
+
+const GN: &str = "group_norm";
+
+/// Fast spatial group norm forward on `x` `(N, C, H, W)`: returns `y` and the cache for
+/// [`group_norm_backward`]. Same contract and errors as
+/// [`naive::group_norm_forward`](super::naive::group_norm_forward).
+///
+/// Deterministic: bitwise identical results for any rayon thread count. A constant group
+/// normalises to exactly `β` when `eps > 0` (with `eps = 0` it gives NaN, like the naive
+/// kernel on `f32`).
+pub fn group_norm_forward<T: Float>(
+    x: TensorView<'_, T>,
+    gamma: &[T],
+    beta: &[T],
+    p: &GroupNormParams,
+) -> Result<(Tensor<T>, GroupNormCache<T>)> {
+    let g = GroupNormGeometry::new(GN, x.shape(), p.groups, gamma.len(), beta.len())?;
+    let mut y = Tensor::from_vec(x.shape(), zeroed_vec(GN, x.data().len())?)?;
+    let mut cache = GroupNormCache {
+        groups: g.groups,
+        mean: zeroed_vec(GN, g.n * g.groups)?,
+        inv_std: zeroed_vec(GN, g.n * g.groups)?,
+    };
+    group_norm_forward_into(x, gamma, beta, p, y.view_mut(), &mut cache)?;
+    Ok((y, cache))
+}
+
+/// Allocation-free [`group_norm_forward`]: writes `y` (the shape of `x`) and `cache`, whose
+/// `mean` and `inv_std` must already hold `N·G` values (its `groups` is set to `p.groups`).
+///
+/// Errors as [`group_norm_forward`], and if `y` or the cache have the wrong size.
+pub fn group_norm_forward_into<T: Float>(
+    x: TensorView<'_, T>,
+    gamma: &[T],
+    beta: &[T],
+    p: &GroupNormParams,
+    y: TensorViewMut<'_, T>,
+    cache: &mut GroupNormCache<T>,
+) -> Result<()> {
+    let g = GroupNormGeometry::new(GN, x.shape(), p.groups, gamma.len(), beta.len())?;
+    super::check_eps(GN, p.eps)?;
+    check_out(GN, "y", y.shape(), x.shape())?;
+    cache.groups = g.groups;
+    g.check_cache(GN, cache)?;
+    let lvl = simd::active_level();
+    let len = g.group_len();
+    x.data()
+        .par_chunks(len)
+        .zip(y.into_data().par_chunks_mut(len))
+        .zip(cache.mean.par_iter_mut())
+        .zip(cache.inv_std.par_iter_mut())
+        .enumerate()
+        .for_each(|(ng, (((xs, ys), m_out), is_out))| {
+            let segs = Segments::new(0, len, 1, len);
+            let mo = tree(
+                0,
+                segs.leaves(),
+                segs.par_min(),
+                &|i| kernels::moments(lvl, &xs[segs.leaf(i)]),
+                &Moments::merge,
+            );
+            let is = 1.0 / (mo.var() + p.eps).sqrt();
+            let mt = T::from_f64(mo.mean);
+            *m_out = mt;
+            *is_out = T::from_f64(is);
+            let c0 = (ng % g.groups) * g.cg;
+            let channel = |(k, (xc, yc)): (usize, (&[T], &mut [T]))| {
+                let a = T::from_f64(gamma[c0 + k].to_f64() * is);
+                affine_par(lvl, xc, yc, mt, a, beta[c0 + k]);
+            };
+            if len >= PAR_ELEMS {
+                let it = xs.par_chunks(g.hw).zip(ys.par_chunks_mut(g.hw));
+                it.enumerate().for_each(channel);
+            } else {
+                xs.chunks(g.hw)
+                    .zip(ys.chunks_mut(g.hw))
+                    .enumerate()
+                    .for_each(channel);
+            }
+        });
+    Ok(())
+}
+
+/// `y = (x − m)·a + b`, split into rayon tasks when long (element-wise, so any split gives
+/// the same bits).
+fn affine_par<T: Float>(lvl: Level, x: &[T], y: &mut [T], m: T, a: T, b: T) {
+    if x.len() >= PAR_ELEMS {
+        x.par_chunks(PAR_ELEMS / 2)
+            .zip(y.par_chunks_mut(PAR_ELEMS / 2))
+            .for_each(|(xc, yc)| kernels::affine(lvl, xc, yc, m, a, b));
+    } else {
+        kernels::affine(lvl, x, y, m, a, b);
+    }
+}
+
+/// Length of the `f64` workspace of [`group_norm_backward_into`]: `2·N·C` (per image and
+/// channel, `Σ dy` and `Σ dy·x̂`).
+pub fn group_norm_backward_workspace_len(g: &GroupNormGeometry) -> usize {
+    2 * g.n * g.c
+}
+
+/// Fast spatial group norm backward: `dx`, `dγ`, `dβ` from `dout`, the forward's `x` and
+/// `gamma`, and its cache. Same contract and errors as
+/// [`naive::group_norm_backward`](super::naive::group_norm_backward); deterministic for any
+/// thread count.
+pub fn group_norm_backward<T: Float>(
+    dout: TensorView<'_, T>,
+    x: TensorView<'_, T>,
+    gamma: &[T],
+    cache: &GroupNormCache<T>,
+) -> Result<NormGrads<T>> {
+    let g = GroupNormGeometry::new(GN, x.shape(), cache.groups, gamma.len(), gamma.len())?;
+    let mut dx = Tensor::from_vec(x.shape(), zeroed_vec(GN, x.data().len())?)?;
+    let mut dgamma = zeroed_vec(GN, g.c)?;
+    let mut dbeta = zeroed_vec(GN, g.c)?;
+    let mut ws = zeroed_vec(GN, group_norm_backward_workspace_len(&g))?;
+    group_norm_backward_into(
+        dout,
+        x,
+        gamma,
+        cache,
+        dx.view_mut(),
+        &mut dgamma,
+        &mut dbeta,
+        &mut ws,
+    )?;
+    Ok(NormGrads { dx, dgamma, dbeta })
+}
+
+/// Allocation-free [`group_norm_backward`]: writes `dx` (the shape of `x`), `dgamma` and
+/// `dbeta` (`C` values each), using `workspace` (at least
+/// [`group_norm_backward_workspace_len`] values; its contents on entry do not matter).
+///
+/// Errors as [`group_norm_backward`], if an output has the wrong size, or with
+/// [`Error::WorkspaceTooSmall`] if the workspace is short.
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_backward_into<T: Float>(
+    dout: TensorView<'_, T>,
+    x: TensorView<'_, T>,
+    gamma: &[T],
+    cache: &GroupNormCache<T>,
+    dx: TensorViewMut<'_, T>,
+    dgamma: &mut [T],
+    dbeta: &mut [T],
+    workspace: &mut [f64],
+) -> Result<()> {
+    let g = GroupNormGeometry::new(GN, x.shape(), cache.groups, gamma.len(), gamma.len())?;
+    check_dout(GN, dout.shape(), x.shape())?;
+    g.check_cache(GN, cache)?;
+    check_out(GN, "dx", dx.shape(), x.shape())?;
+    check_len(GN, "dgamma", dgamma.len(), g.c)?;
+    check_len(GN, "dbeta", dbeta.len(), g.c)?;
+    let need = group_norm_backward_workspace_len(&g);
+    if workspace.len() < need {
+        return Err(Error::WorkspaceTooSmall {
+            op: GN,
+            required: need,
+            provided: workspace.len(),
+        });
+    }
+    let ws = &mut workspace[..need];
+    let lvl = simd::active_level();
+    let len = g.group_len();
+    let (hw, cg) = (g.hw, g.cg);
+    x.data()
+        .par_chunks(len)
+        .zip(dout.data().par_chunks(len))
+        .zip(dx.into_data().par_chunks_mut(len))
+        .zip(ws.par_chunks_mut(2 * cg))
+        .enumerate()
+        .for_each(|(ng, (((xs, dys), dxs), wg))| {
+            let (m, is) = (cache.mean[ng], cache.inv_std[ng].to_f64());
+            let c0 = (ng % g.groups) * cg;
+            // Per channel: (Σ dy, is·Σ dy·(x − m)) = this image's share of (dβ, dγ).
+            let sums = |(k, w): (usize, &mut [f64])| {
+                let segs = Segments::new(k * hw, hw, 1, hw);
+                let (sd, sdx) = tree(
+                    0,
+                    segs.leaves(),
+                    segs.par_min(),
+                    &|i| {
+                        let r = segs.leaf(i);
+                        kernels::dot_sums(lvl, &xs[r.clone()], &dys[r], m)
+                    },
+                    &add2,
+                );
+                w[0] = sd;
+                w[1] = is * sdx;
+            };
+            if len >= PAR_ELEMS {
+                wg.par_chunks_mut(2).enumerate().for_each(sums);
+            } else {
+                wg.chunks_mut(2).enumerate().for_each(sums);
+            }
+            // Σ dx̂ = Σ_c γ_c·Σdy_c and Σ dx̂·x̂ = Σ_c γ_c·is·Σdy_c(x − m), in channel order.
+            let (mut sg, mut sgx) = (0.0, 0.0);
+            for (k, w) in wg.chunks_exact(2).enumerate() {
+                let gm = gamma[c0 + k].to_f64();
+                sg += gm * w[0];
+                sgx += gm * w[1];
+            }
+            // dx = is/L·(L·γ_c·dy − Σdx̂ − x̂·Σdx̂x̂), x̂ = (x − m)·is.
+            let lf = len as f64;
+            let k2 = T::from_f64(-is * is * sgx / lf);
+            let k0 = T::from_f64(-is * sg / lf);
+            let channel = |(k, ((xc, dc), oc)): (usize, SlabIo<'_, T>)| {
+                let k1 = T::from_f64(gamma[c0 + k].to_f64() * is);
+                dx_par(lvl, xc, dc, oc, [m, k1, k2, k0]);
+            };
+            if len >= PAR_ELEMS {
+                let it = xs.par_chunks(hw).zip(dys.par_chunks(hw));
+                it.zip(dxs.par_chunks_mut(hw)).enumerate().for_each(channel);
+            } else {
+                let it = xs.chunks(hw).zip(dys.chunks(hw));
+                it.zip(dxs.chunks_mut(hw)).enumerate().for_each(channel);
+            }
+        });
+    // dγ_c, dβ_c: the images' shares summed in image order.
+    let ws = &*ws;
+    dgamma
+        .par_iter_mut()
+        .zip(dbeta.par_iter_mut())
+        .enumerate()
+        .for_each(|(c, (dg, db))| {
+            let (mut sg, mut sb) = (0.0, 0.0);
+            for i in 0..g.n {
+                let w = &ws[2 * (i * g.c + c)..];
+                sb += w[0];
+                sg += w[1];
+            }
+            *dg = T::from_f64(sg);
+            *db = T::from_f64(sb);
+        });
+    Ok(())
+}
+
+/// One channel's `((x, dy), dx)` slabs.
+type SlabIo<'a, T> = ((&'a [T], &'a [T]), &'a mut [T]);
+
+/// Train-mode `dx` on a slice, split into rayon tasks when long.
+fn dx_par<T: Float>(lvl: Level, x: &[T], dy: &[T], dx: &mut [T], k: [T; 4]) {
+    if x.len() >= PAR_ELEMS {
+        let step = PAR_ELEMS / 2;
+        x.par_chunks(step)
+            .zip(dy.par_chunks(step))
+            .zip(dx.par_chunks_mut(step))
+            .for_each(|((xc, dc), oc)| kernels::dx_train(lvl, xc, dc, oc, k));
+    } else {
+        kernels::dx_train(lvl, x, dy, dx, k);
+    }
+}

@@ -1,0 +1,200 @@
+//! Fast max-pool backward: scatter through stored winners, or recompute them from `x`.
+
+use rayon::prelude::*;
+
+use super::forward::planes_per_task;
+use super::indices::{IndexData, MaxPool2dIndices, WinIdx};
+use super::kernel::{self, Plan};
+use super::{MaxPool2dGeometry, MaxPool2dParams, OP};
+use crate::error::{Error, Result};
+use crate::simd::{self, cast_slice, cast_slice_mut, Level};
+use crate::{Float, Shape, Tensor, TensorView, TensorViewMut};
+
+fn check_dx(g: &MaxPool2dGeometry, dx: Shape) -> Result<()> {
+    if dx.dims() != g.x_shape() {
+        return Err(Error::shape(
+            OP,
+            format!("dx has shape {dx}, the input shape is {:?}", g.x_shape()),
+        ));
+    }
+    Ok(())
+}
+
+/// One plane's recomputing backward (`dx` zero on entry).
+fn one_plane<T: Float>(level: Level, x: &[T], dout: &[T], p: &Plan, dx: &mut [T]) {
+    if p.kh * p.kw <= 256 {
+        if let (Some(x), Some(d), Some(dx)) = (
+            cast_slice::<T, f32>(x),
+            cast_slice::<T, f32>(dout),
+            cast_slice_mut::<T, f32>(dx),
+        ) {
+            return kernel::bwd_plane::<f32>(level, x, d, p, dx);
+        }
+        if let (Some(x), Some(d), Some(dx)) = (
+            cast_slice::<T, f64>(x),
+            cast_slice::<T, f64>(dout),
+            cast_slice_mut::<T, f64>(dx),
+        ) {
+            return kernel::bwd_plane::<f64>(level, x, d, p, dx);
+        }
+    }
+    kernel::bwd_plane_scalar(x, dout, p, dx)
+}
+
+/// Recomputing backward over every plane, parallel over `N·C` (one task per plane, so the
+/// result does not depend on the thread count). `zeroed`: `dx` is already all zeros.
+fn run<T: Float>(g: &MaxPool2dGeometry, dout: &[T], x: &[T], dx: &mut [T], zeroed: bool) {
+    let p = Plan::new(g);
+    let plane = g.h * g.w;
+    let oplane = g.oh * g.ow;
+    let ml = planes_per_task(plane);
+    let level = simd::active_level();
+    dx.par_chunks_mut(plane)
+        .with_min_len(ml)
+        .zip(x.par_chunks(plane).with_min_len(ml))
+        .zip(dout.par_chunks(oplane).with_min_len(ml))
+        .for_each(|((dx, x), d)| {
+            if !zeroed {
+                dx.fill(T::ZERO);
+            }
+            one_plane(level, x, d, &p, dx)
+        });
+}
+
+fn run_indices_typed<T: Float, I: WinIdx>(
+    p: &Plan,
+    ix: &[I],
+    dout: &[T],
+    dx: &mut [T],
+    zeroed: bool,
+) {
+    let plane = p.h * p.w;
+    let oplane = p.oh * p.ow;
+    let ml = planes_per_task(plane);
+    dx.par_chunks_mut(plane)
+        .with_min_len(ml)
+        .zip(ix.par_chunks(oplane).with_min_len(ml))
+        .zip(dout.par_chunks(oplane).with_min_len(ml))
+        .for_each(|((dx, ix), d)| {
+            if !zeroed {
+                dx.fill(T::ZERO);
+            }
+            kernel::bwd_plane_indices(ix, d, p, dx)
+        });
+}
+
+/// Checks `indices` against `p` and `dout`; returns their geometry.
+fn check_indices(
+    indices: &MaxPool2dIndices,
+    p: &MaxPool2dParams,
+    dout: Shape,
+) -> Result<MaxPool2dGeometry> {
+    let g = *indices.geometry();
+    // Re-validate through the layer's geometry (the indices' geometry came from it too).
+    let g2 = MaxPool2dGeometry::new(Shape::from(g.x_shape()), p)?;
+    if g2 != g {
+        return Err(Error::param(
+            OP,
+            format!(
+                "indices were made with {:?}, the backward was given {p:?}",
+                g.params
+            ),
+        ));
+    }
+    if !indices.is_filled() {
+        return Err(Error::param(
+            OP,
+            "indices have not been filled by a forward pass".to_string(),
+        ));
+    }
+    g.check_dout(dout)?;
+    Ok(g)
+}
+
+fn run_indices<T: Float>(g: &MaxPool2dGeometry, ix: &IndexData, dout: &[T], dx: &mut [T], z: bool) {
+    let p = Plan::new(g);
+    match ix {
+        IndexData::U8(v) => run_indices_typed(&p, v, dout, dx, z),
+        IndexData::U16(v) => run_indices_typed(&p, v, dout, dx, z),
+        IndexData::U32(v) => run_indices_typed(&p, v, dout, dx, z),
+    }
+}
+
+/// Max-pool backward without stored indices: recomputes each window's winner from `x`
+/// (vectorised like [`forward`](super::forward)) and adds its upstream gradient there.
+/// Returns `dx` `(N, C, H, W)`, bitwise equal to [`naive::backward`](super::naive::backward):
+/// overlapping windows accumulate in row-major output order. Parallel over `N·C` planes, one
+/// task per plane, so the result is the same for any thread count.
+///
+/// Errors as [`forward`](super::forward) does and if `dout` does not have the output shape.
+pub fn backward<T: Float>(
+    dout: TensorView<'_, T>,
+    x: TensorView<'_, T>,
+    p: &MaxPool2dParams,
+) -> Result<Tensor<T>> {
+    let g = MaxPool2dGeometry::new(x.shape(), p)?;
+    g.check_dout(dout.shape())?;
+    let mut dx = Tensor::zeros(g.x_shape())?;
+    run(&g, dout.data(), x.data(), dx.data_mut(), true);
+    Ok(dx)
+}
+
+/// [`backward`] into a caller buffer `dx` of shape `(N, C, H, W)` (overwritten, not added
+/// to); allocates nothing.
+///
+/// Errors as [`backward`] does and if `dx` does not have the input shape.
+pub fn backward_into<T: Float>(
+    dout: TensorView<'_, T>,
+    x: TensorView<'_, T>,
+    p: &MaxPool2dParams,
+    mut dx: TensorViewMut<'_, T>,
+) -> Result<()> {
+    let g = MaxPool2dGeometry::new(x.shape(), p)?;
+    g.check_dout(dout.shape())?;
+    check_dx(&g, dx.shape())?;
+    run(&g, dout.data(), x.data(), dx.data_mut(), false);
+    Ok(())
+}
+
+/// Max-pool backward from the winners recorded by
+/// [`forward_with_indices`](super::forward_with_indices): `dx` `(N, C, H, W)`, equal to
+/// [`backward`] on the same input (bitwise), without reading `x`.
+///
+/// Errors if `p` is not the parameters the indices were made with, if the indices were never
+/// filled by a forward, and if `dout` does not have the output shape.
+///
+/// ```
+/// use cnn_kernels::{pool::{self, MaxPool2dParams}, TensorView};
+/// let x = [1.0f32, 5.0, 2.0, 3.0];
+/// let p = MaxPool2dParams::new([2, 2]);
+/// let (_, ix) = pool::forward_with_indices(TensorView::new([1, 1, 2, 2], &x)?, &p)?;
+/// let dx = pool::backward_with_indices(TensorView::new([1, 1, 1, 1], &[7.0f32])?, &ix, &p)?;
+/// assert_eq!(dx.data(), &[0.0, 7.0, 0.0, 0.0]);
+/// # Ok::<(), cnn_kernels::Error>(())
+/// ```
+pub fn backward_with_indices<T: Float>(
+    dout: TensorView<'_, T>,
+    indices: &MaxPool2dIndices,
+    p: &MaxPool2dParams,
+) -> Result<Tensor<T>> {
+    let g = check_indices(indices, p, dout.shape())?;
+    let mut dx = Tensor::zeros(g.x_shape())?;
+    run_indices(&g, indices.data(), dout.data(), dx.data_mut(), true);
+    Ok(dx)
+}
+
+/// [`backward_with_indices`] into a caller buffer `dx` of shape `(N, C, H, W)` (overwritten);
+/// allocates nothing.
+///
+/// Errors as [`backward_with_indices`] does and if `dx` does not have the input shape.
+pub fn backward_with_indices_into<T: Float>(
+    dout: TensorView<'_, T>,
+    indices: &MaxPool2dIndices,
+    p: &MaxPool2dParams,
+    mut dx: TensorViewMut<'_, T>,
+) -> Result<()> {
+    let g = check_indices(indices, p, dout.shape())?;
+    check_dx(&g, dx.shape())?;
+    run_indices(&g, indices.data(), dout.data(), dx.data_mut(), false);
+    Ok(())
+}

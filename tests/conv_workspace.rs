@@ -1,0 +1,289 @@
+//! The allocation-free API: the reported workspace length is exact (the kernels run with
+//! exactly that many elements, leave what lies beyond it alone, and refuse one element
+//! fewer), it does not grow with the batch, outputs are fully overwritten whatever the
+//! buffers held, and wrong buffer shapes are errors, never panics.
+
+use cnn_kernels::conv::{self, Conv2dGeometry, Conv2dParams};
+use cnn_kernels::{Error, TensorView, TensorViewMut};
+
+fn values(n: usize, seed: u32) -> Vec<f32> {
+    (0..n)
+        .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
+        .collect()
+}
+
+const SENTINEL: f32 = -1234.5;
+
+fn cases() -> Vec<([usize; 4], [usize; 4], Conv2dParams)> {
+    let p = Conv2dParams::default();
+    vec![
+        (
+            [2, 3, 31, 31],
+            [5, 3, 3, 3],
+            p.stride([2, 2]).padding([1, 1]),
+        ),
+        ([1, 16, 40, 40], [64, 16, 3, 3], p.padding([1, 1])),
+        (
+            [3, 8, 70, 70],
+            [12, 8, 3, 3],
+            p.padding([1, 1]).dilation([2, 1]),
+        ),
+        ([2, 8, 12, 12], [10, 4, 3, 3], p.padding([1, 1]).groups(2)),
+        ([2, 300, 5, 6], [7, 300, 1, 1], p),
+        (
+            [6, 3, 40, 40],
+            [16, 3, 7, 7],
+            p.stride([2, 2]).padding([3, 3]),
+        ),
+        ([2, 6, 20, 20], [12, 1, 3, 3], p.padding([1, 1]).groups(6)),
+    ]
+}
+
+#[test]
+fn forward_workspace_len_is_exact() {
+    for (xs, ws_, p) in cases() {
+        let (x, w, b) = (
+            values(xs.iter().product(), 1),
+            values(ws_.iter().product(), 2),
+            values(ws_[0], 3),
+        );
+        let (xv, wv) = (
+            TensorView::new(xs, &x).unwrap(),
+            TensorView::new(ws_, &w).unwrap(),
+        );
+        let g = Conv2dGeometry::new(xv.shape(), wv.shape(), &p).unwrap();
+        let len = conv::forward_workspace_len(&g);
+        let reference = conv::forward(xv, wv, Some(&b), &p).unwrap();
+
+        let mut ws = vec![SENTINEL; len + 64];
+        let mut out = vec![f32::NAN; reference.data().len()];
+        let ov = TensorViewMut::new(g.out_shape(), &mut out).unwrap();
+        conv::forward_into(xv, wv, Some(&b), &p, ov, &mut ws[..len]).unwrap();
+        assert!(ws[len..].iter().all(|&v| v == SENTINEL));
+        assert_eq!(out, reference.data(), "x {xs:?} w {ws_:?}");
+
+        if len > 0 {
+            let ov = TensorViewMut::new(g.out_shape(), &mut out).unwrap();
+            let err = conv::forward_into(xv, wv, Some(&b), &p, ov, &mut ws[..len - 1]).unwrap_err();
+            assert_eq!(
+                err,
+                Error::WorkspaceTooSmall {
+                    op: "conv2d",
+                    required: len,
+                    provided: len - 1
+                }
+            );
+        }
+    }
+}
+
+#[test]
+fn backward_workspace_len_is_exact() {
+    for (xs, ws_, p) in cases() {
+        let (x, w) = (
+            values(xs.iter().product(), 4),
+            values(ws_.iter().product(), 5),
+        );
+        let (xv, wv) = (
+            TensorView::new(xs, &x).unwrap(),
+            TensorView::new(ws_, &w).unwrap(),
+        );
+        let g = Conv2dGeometry::new(xv.shape(), wv.shape(), &p).unwrap();
+        let dout = values(g.out_shape().iter().product(), 6);
+        let dv = TensorView::new(g.out_shape(), &dout).unwrap();
+        let len = conv::backward_workspace_len(&g);
+        let reference = conv::backward(dv, xv, wv, &p).unwrap();
+
+        let mut ws = vec![SENTINEL; len + 64];
+        let mut dx = vec![f32::NAN; x.len()];
+        let mut dw = vec![f32::NAN; w.len()];
+        let mut db = vec![f32::NAN; g.f];
+        conv::backward_into(
+            dv,
+            xv,
+            wv,
+            &p,
+            TensorViewMut::new(xs, &mut dx).unwrap(),
+            TensorViewMut::new(ws_, &mut dw).unwrap(),
+            &mut db,
+            &mut ws[..len],
+        )
+        .unwrap();
+        assert!(ws[len..].iter().all(|&v| v == SENTINEL));
+        assert_eq!(dx, reference.dx.data(), "x {xs:?} w {ws_:?}");
+        assert_eq!(dw, reference.dw.data(), "x {xs:?} w {ws_:?}");
+        assert_eq!(db, reference.db, "x {xs:?} w {ws_:?}");
+
+        if len > 0 {
+            let err = conv::backward_into(
+                dv,
+                xv,
+                wv,
+                &p,
+                TensorViewMut::new(xs, &mut dx).unwrap(),
+                TensorViewMut::new(ws_, &mut dw).unwrap(),
+                &mut db,
+                &mut ws[..len - 1],
+            )
+            .unwrap_err();
+            assert_eq!(
+                err,
+                Error::WorkspaceTooSmall {
+                    op: "conv2d",
+                    required: len,
+                    provided: len - 1
+                }
+            );
+        }
+    }
+}
+
+#[test]
+fn workspace_does_not_scale_with_the_batch() {
+    // ResNet stem: 224×224 input, 7×7 kernel. A whole image's column matrix would be
+    // 147 × 12544 elements (7.4 MB of f32) per image.
+    let p = Conv2dParams::default().stride([2, 2]).padding([3, 3]);
+    let geo = |n| Conv2dGeometry::new([n, 3, 224, 224].into(), [64, 3, 7, 7].into(), &p).unwrap();
+    let (f8, f64_) = (
+        conv::forward_workspace_len(&geo(8)),
+        conv::forward_workspace_len(&geo(64)),
+    );
+    let (b8, b64) = (
+        conv::backward_workspace_len(&geo(8)),
+        conv::backward_workspace_len(&geo(64)),
+    );
+    assert_eq!(f8, f64_);
+    assert_eq!(b8, b64);
+    for len in [f8, b8, conv::forward_workspace_len(&geo(1))] {
+        assert!(len * 4 <= 5 << 20, "{len} elements");
+    }
+    // 1×1 stride-1 convolutions and depthwise ones need none.
+    let pw = Conv2dGeometry::new(
+        [8, 256, 56, 56].into(),
+        [64, 256, 1, 1].into(),
+        &Conv2dParams::default(),
+    )
+    .unwrap();
+    assert_eq!(conv::forward_workspace_len(&pw), 0);
+    let dwp = Conv2dParams::default().padding([1, 1]).groups(128);
+    let dw = Conv2dGeometry::new([8, 128, 56, 56].into(), [128, 1, 3, 3].into(), &dwp).unwrap();
+    assert_eq!(conv::forward_workspace_len(&dw), 0);
+    assert_eq!(conv::backward_workspace_len(&dw), 0);
+}
+
+#[test]
+fn exact_workspace_works_in_any_pool() {
+    let (xs, ws_, p) = cases()[1];
+    let (x, w) = (
+        values(xs.iter().product(), 7),
+        values(ws_.iter().product(), 8),
+    );
+    let (xv, wv) = (
+        TensorView::new(xs, &x).unwrap(),
+        TensorView::new(ws_, &w).unwrap(),
+    );
+    let g = Conv2dGeometry::new(xv.shape(), wv.shape(), &p).unwrap();
+    let reference = conv::forward(xv, wv, None, &p).unwrap();
+    for threads in [1, 2, 8] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let mut ws = vec![0.0f32; conv::forward_workspace_len(&g)];
+        let mut out = vec![0.0f32; reference.data().len()];
+        pool.install(|| {
+            let ov = TensorViewMut::new(g.out_shape(), &mut out).unwrap();
+            conv::forward_into(xv, wv, None, &p, ov, &mut ws).unwrap();
+        });
+        assert_eq!(out, reference.data());
+    }
+}
+
+#[test]
+fn bad_buffers_are_errors() {
+    let p = Conv2dParams::default().padding([1, 1]);
+    let (xs, wsh) = ([2, 4, 6, 6], [3, 4, 3, 3]);
+    let (x, w) = (values(2 * 4 * 36, 1), values(3 * 4 * 9, 2));
+    let (xv, wv) = (
+        TensorView::new(xs, &x).unwrap(),
+        TensorView::new(wsh, &w).unwrap(),
+    );
+    let g = Conv2dGeometry::new(xv.shape(), wv.shape(), &p).unwrap();
+    let mut ws =
+        vec![0.0f32; conv::forward_workspace_len(&g).max(conv::backward_workspace_len(&g))];
+    let shape_err =
+        |r: cnn_kernels::Result<()>| matches!(r, Err(Error::ShapeMismatch { op: "conv2d", .. }));
+
+    // Forward: wrong output shape (same element count, and a different one), bias length.
+    let mut out = vec![0.0f32; 2 * 3 * 36];
+    let r = conv::forward_into(
+        xv,
+        wv,
+        None,
+        &p,
+        TensorViewMut::new([3, 2, 6, 6], &mut out).unwrap(),
+        &mut ws,
+    );
+    assert!(shape_err(r));
+    let mut small = vec![0.0f32; 2 * 3 * 35];
+    let r = conv::forward_into(
+        xv,
+        wv,
+        None,
+        &p,
+        TensorViewMut::new([2, 3, 5, 7], &mut small).unwrap(),
+        &mut ws,
+    );
+    assert!(shape_err(r));
+    let r = conv::forward_into(
+        xv,
+        wv,
+        Some(&[1.0; 2]),
+        &p,
+        TensorViewMut::new([2, 3, 6, 6], &mut out).unwrap(),
+        &mut ws,
+    );
+    assert!(shape_err(r));
+    assert!(conv::forward(xv, wv, Some(&[1.0; 4]), &p).is_err());
+    // Bad parameters reach the same validation as the naive kernel.
+    assert!(conv::forward(xv, wv, None, &p.stride([0, 1])).is_err());
+    assert!(conv::forward(xv, wv, None, &p.groups(3)).is_err());
+    assert!(conv::backward(
+        TensorView::new([2, 3, 6, 6], &out).unwrap(),
+        xv,
+        wv,
+        &p.dilation([1, 0])
+    )
+    .is_err());
+
+    // Backward: dout, dx, dw, db of the wrong shape.
+    let dout = values(2 * 3 * 36, 3);
+    let dv = TensorView::new([2, 3, 6, 6], &dout).unwrap();
+    let (mut dx, mut dw, mut db) = (
+        vec![0.0f32; x.len()],
+        vec![0.0f32; w.len()],
+        vec![0.0f32; 3],
+    );
+    let mut go = |dxs: [usize; 4], dws: [usize; 4], dbn: usize, dv: TensorView<'_, f32>| {
+        conv::backward_into(
+            dv,
+            xv,
+            wv,
+            &p,
+            TensorViewMut::new(dxs, &mut dx).unwrap(),
+            TensorViewMut::new(dws, &mut dw).unwrap(),
+            &mut db[..dbn],
+            &mut ws,
+        )
+    };
+    assert!(shape_err(go([2, 4, 9, 4], wsh, 3, dv)));
+    assert!(shape_err(go(xs, [4, 3, 3, 3], 3, dv)));
+    assert!(shape_err(go(xs, wsh, 2, dv)));
+    assert!(shape_err(go(
+        xs,
+        wsh,
+        3,
+        TensorView::new([2, 3, 4, 9], &dout).unwrap()
+    )));
+    assert!(go(xs, wsh, 3, dv).is_ok());
+}
