@@ -38,8 +38,7 @@ pub mod fast {
         b: Option<&[T]>,
         p: &Conv2dParams,
     ) -> Option<Result<Tensor<T>>> {
-        let _ = (x, w, b, p);
-        None // fast path not merged yet: Some(conv::forward(x, w, b, p))
+        Some(conv::forward(x, w, b, p))
     }
 
     /// `conv::backward`.
@@ -49,8 +48,7 @@ pub mod fast {
         w: TensorView<'_, T>,
         p: &Conv2dParams,
     ) -> Option<Result<conv::Conv2dGrads<T>>> {
-        let _ = (dout, x, w, p);
-        None // fast path not merged yet: Some(conv::backward(dout, x, w, p))
+        Some(conv::backward(dout, x, w, p))
     }
 
     /// `pool::forward`.
@@ -58,8 +56,7 @@ pub mod fast {
         x: TensorView<'_, T>,
         p: &MaxPool2dParams,
     ) -> Option<Result<Tensor<T>>> {
-        let _ = (x, p);
-        None // fast path not merged yet: Some(pool::forward(x, p))
+        Some(pool::forward(x, p))
     }
 
     /// `pool::backward` (winners recomputed from `x`).
@@ -68,8 +65,7 @@ pub mod fast {
         x: TensorView<'_, T>,
         p: &MaxPool2dParams,
     ) -> Option<Result<Tensor<T>>> {
-        let _ = (dout, x, p);
-        None // fast path not merged yet: Some(pool::backward(dout, x, p))
+        Some(pool::backward(dout, x, p))
     }
 
     /// `norm::spatial_batch_norm_forward`.
@@ -81,8 +77,14 @@ pub mod fast {
         running_var: &mut [T],
         p: &BatchNormParams,
     ) -> Option<Result<(Tensor<T>, BatchNormCache<T>)>> {
-        let _ = (x, gamma, beta, running_mean, running_var, p);
-        None // fast path not merged yet: Some(norm::spatial_batch_norm_forward(x, gamma, beta, running_mean, running_var, p))
+        Some(norm::spatial_batch_norm_forward(
+            x,
+            gamma,
+            beta,
+            running_mean,
+            running_var,
+            p,
+        ))
     }
 
     /// `norm::spatial_batch_norm_backward`.
@@ -92,8 +94,7 @@ pub mod fast {
         gamma: &[T],
         cache: &BatchNormCache<T>,
     ) -> Option<Result<NormGrads<T>>> {
-        let _ = (dout, x, gamma, cache);
-        None // fast path not merged yet: Some(norm::spatial_batch_norm_backward(dout, x, gamma, cache))
+        Some(norm::spatial_batch_norm_backward(dout, x, gamma, cache))
     }
 
     /// `norm::group_norm_forward`.
@@ -103,8 +104,7 @@ pub mod fast {
         beta: &[T],
         p: &GroupNormParams,
     ) -> Option<Result<(Tensor<T>, GroupNormCache<T>)>> {
-        let _ = (x, gamma, beta, p);
-        None // fast path not merged yet: Some(norm::group_norm_forward(x, gamma, beta, p))
+        Some(norm::group_norm_forward(x, gamma, beta, p))
     }
 
     /// `norm::group_norm_backward`.
@@ -114,8 +114,7 @@ pub mod fast {
         gamma: &[T],
         cache: &GroupNormCache<T>,
     ) -> Option<Result<NormGrads<T>>> {
-        let _ = (dout, x, gamma, cache);
-        None // fast path not merged yet: Some(norm::group_norm_backward(dout, x, gamma, cache))
+        Some(norm::group_norm_backward(dout, x, gamma, cache))
     }
 }
 
