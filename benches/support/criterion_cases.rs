@@ -34,6 +34,12 @@ fn throughput(case: &Case, dir: Dir) -> Throughput {
     }
 }
 
+/// 1.5 s, or enough for the 10 samples of one iteration each when an iteration takes
+/// `iter_s` (so criterion need not warn that it cannot complete them).
+fn measurement_time(iter_s: f64) -> Duration {
+    Duration::from_secs_f64(1.5f64.max(12.0 * iter_s))
+}
+
 fn bench_case(c: &mut Criterion, case: &Case) {
     let problem = Problem::<f32>::new(case).expect("benchmark cases are valid");
     let small = Problem::<f32>::new(&case.small()).expect("benchmark cases are valid");
@@ -43,16 +49,17 @@ fn bench_case(c: &mut Criterion, case: &Case) {
     group
         .sample_size(10)
         .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_millis(1500))
         .sampling_mode(SamplingMode::Flat);
     for dir in Dir::BOTH {
         group.throughput(throughput(case, dir));
-        let available = match problem.run(Imp::Fast, dir) {
+        let (first, fast_s) = cases::time_once(|| problem.run(Imp::Fast, dir));
+        let available = match first {
             Some(Ok(_)) => true,
             Some(Err(e)) => panic!("{}/fast/{}: {e}", case.name, dir.label()),
             None => false,
         };
         if available {
+            group.measurement_time(measurement_time(fast_s));
             group.bench_function(format!("fast/{}", dir.label()), |b| {
                 b.iter(|| black_box(problem.run(Imp::Fast, dir)))
             });
@@ -65,9 +72,11 @@ fn bench_case(c: &mut Criterion, case: &Case) {
         }
         let est = cases::estimate_naive_seconds(case, &small, dir);
         if est < NAIVE_LIMIT_S {
-            if let Some(Err(e)) = problem.run(Imp::Naive, dir) {
+            let (first, naive_s) = cases::time_once(|| problem.run(Imp::Naive, dir));
+            if let Some(Err(e)) = first {
                 panic!("{}/naive/{}: {e}", case.name, dir.label());
             }
+            group.measurement_time(measurement_time(naive_s));
             group.bench_function(format!("naive/{}", dir.label()), |b| {
                 b.iter(|| black_box(problem.run(Imp::Naive, dir)))
             });

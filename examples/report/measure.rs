@@ -46,11 +46,12 @@ impl Budget {
     }
 }
 
-/// Median milliseconds of `f` under `budget`.
-pub fn median_ms(budget: Budget, mut f: impl FnMut()) -> f64 {
+/// Median milliseconds of `f` under `budget`; the first error any call returns (warm-up
+/// or timed) instead, so a failing kernel is never reported as a time.
+pub fn median_ms<E>(budget: Budget, mut f: impl FnMut() -> Result<(), E>) -> Result<f64, E> {
     let start = Instant::now();
     loop {
-        f();
+        f()?;
         if start.elapsed().as_secs_f64() >= budget.warmup_s {
             break;
         }
@@ -61,16 +62,16 @@ pub fn median_ms(budget: Budget, mut f: impl FnMut()) -> f64 {
         && (times.len() < budget.min_reps || total < budget.target_s)
     {
         let t = Instant::now();
-        f();
+        f()?;
         let dt = t.elapsed().as_secs_f64();
         total += dt;
         times.push(dt * 1e3);
     }
     times.sort_by(f64::total_cmp);
     let mid = times.len() / 2;
-    if times.len() % 2 == 1 {
+    Ok(if times.len() % 2 == 1 {
         times[mid]
     } else {
         0.5 * (times[mid - 1] + times[mid])
-    }
+    })
 }

@@ -18,9 +18,11 @@ pub fn naive_limit_s(quick: bool) -> f64 {
     }
 }
 
-/// Errors if a full-size run failed, so an `Err` is never timed as if it were a result.
-fn check<T>(r: Option<Result<T>>) -> Result<()> {
-    r.transpose().map(|_| ())
+/// One timed call: runs `imp` and drops its outputs (inside the timing, as every kernel
+/// allocates its outputs); an `Err` stops the measurement instead of being timed.
+fn call<T: Float>(problem: &Problem<T>, imp: Imp, dir: Dir) -> Result<()> {
+    black_box(problem.run(imp, dir).transpose()?);
+    Ok(())
 }
 
 /// Runs every selected case in element type `T` at each thread count, printing each row
@@ -39,10 +41,9 @@ pub fn run<T: Float>(args: &Args, pools: &[rayon::ThreadPool]) -> Result<Vec<Row
             let est = cases::estimate_naive_seconds(case, &small, dir);
             let limit = naive_limit_s(args.quick);
             let naive_ms = if est < limit {
-                check(problem.run(Imp::Naive, dir))?;
                 Some(median_ms(Budget::naive(args.quick), || {
-                    black_box(problem.run(Imp::Naive, dir));
-                }))
+                    call(&problem, Imp::Naive, dir)
+                })?)
             } else {
                 None
             };
@@ -56,10 +57,9 @@ pub fn run<T: Float>(args: &Args, pools: &[rayon::ThreadPool]) -> Result<Vec<Row
                         None => None,
                     };
                     let fast_ms = if err.is_some() {
-                        check(problem.run(Imp::Fast, dir))?;
                         Some(median_ms(Budget::fast(args.quick), || {
-                            black_box(problem.run(Imp::Fast, dir));
-                        }))
+                            call(&problem, Imp::Fast, dir)
+                        })?)
                     } else {
                         None
                     };
