@@ -4,22 +4,26 @@
 #   benches/performance.sh --write    # and replaces the section in README.md
 # Runs the report at 1 and 2 threads (CSV), the PyTorch script at 1 and 2 threads when
 # `torch` imports (set PYTHON to pick the interpreter), and joins them with compare.py.
-# Takes about 5 minutes on a 2-core machine.
+# Takes about 5 minutes on a 2-core machine. Environment: THREADS (default 1,2), PYTHON
+# (default python3), FILTER (a --filter list, default every case), QUICK=1 (--quick).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 THREADS=${THREADS:-1,2}
 out=target/perf
 mkdir -p "$out"
+extra=()
+if [ -n "${FILTER:-}" ]; then extra+=(--filter "$FILTER"); fi
+if [ "${QUICK:-0}" = 1 ]; then extra+=(--quick); fi
 
 echo "== report (threads $THREADS)" >&2
-cargo run --release --example report -- --csv --threads "$THREADS" >"$out/ours.csv" \
+cargo run --release --example report -- --csv --threads "$THREADS" ${extra[@]+"${extra[@]}"} >"$out/ours.csv" \
     2> >(tee "$out/ours.log" >&2)
 have_torch=0
 if "$PYTHON" -c "import torch" 2>/dev/null; then
     have_torch=1
     echo "== PyTorch (threads $THREADS)" >&2
-    "$PYTHON" benches/pytorch/torch_bench.py --threads "$THREADS" >"$out/torch.csv"
+    "$PYTHON" benches/pytorch/torch_bench.py --threads "$THREADS" ${extra[@]+"${extra[@]}"} >"$out/torch.csv"
 fi
 
 cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -n1)
