@@ -141,6 +141,13 @@ fn fixed_cases() -> Vec<Case> {
             p.padding([4, 4]).groups(2),
             false,
         ),
+        // Depthwise planes wider than one padded window: several row chunks.
+        mk(
+            [1, 2, 150, 260],
+            [4, 1, 3, 3],
+            p.padding([1, 1]).groups(2),
+            true,
+        ),
         // groups == C == 1.
         mk([2, 1, 8, 8], [5, 1, 3, 3], p.padding([1, 1]), true),
     ]

@@ -157,7 +157,7 @@ fn workspace_does_not_scale_with_the_batch() {
     for len in [f8, b8, conv::forward_workspace_len(&geo(1))] {
         assert!(len * 4 <= 5 << 20, "{len} elements");
     }
-    // 1×1 stride-1 convolutions and depthwise ones need none.
+    // 1×1 stride-1 convolutions need none; depthwise ones a few padded windows.
     let pw = Conv2dGeometry::new(
         [8, 256, 56, 56].into(),
         [64, 256, 1, 1].into(),
@@ -166,9 +166,20 @@ fn workspace_does_not_scale_with_the_batch() {
     .unwrap();
     assert_eq!(conv::forward_workspace_len(&pw), 0);
     let dwp = Conv2dParams::default().padding([1, 1]).groups(128);
-    let dw = Conv2dGeometry::new([8, 128, 56, 56].into(), [128, 1, 3, 3].into(), &dwp).unwrap();
-    assert_eq!(conv::forward_workspace_len(&dw), 0);
-    assert_eq!(conv::backward_workspace_len(&dw), 0);
+    let dw = |n| Conv2dGeometry::new([n, 128, 56, 56].into(), [128, 1, 3, 3].into(), &dwp).unwrap();
+    assert_eq!(
+        conv::forward_workspace_len(&dw(8)),
+        conv::forward_workspace_len(&dw(64))
+    );
+    assert_eq!(
+        conv::backward_workspace_len(&dw(8)),
+        conv::backward_workspace_len(&dw(64))
+    );
+    assert!(conv::forward_workspace_len(&dw(8)) <= 8 * 58 * 58);
+    let big =
+        Conv2dGeometry::new([1, 4, 1000, 1000].into(), [4, 1, 3, 3].into(), &p.groups(4)).unwrap();
+    assert!(conv::forward_workspace_len(&big) <= 8 * 40 * 1024);
+    assert!(conv::backward_workspace_len(&big) <= 8 * 40 * 1024);
 }
 
 #[test]

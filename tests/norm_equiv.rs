@@ -364,7 +364,7 @@ fn check_gn<T: Float>(k: &GnCase<T>, lvl: Level) {
 }
 
 fn divisors(c: usize) -> Vec<usize> {
-    (1..=c).filter(|g| c % g == 0).collect()
+    (1..=c).filter(|g| c.is_multiple_of(*g)).collect()
 }
 
 fn gn_all<T: Float>(seed: u64) {

@@ -3,7 +3,9 @@
 //!   within 1e-2 (relative) of the `f64` naive kernel on the same values;
 //! - a constant channel (or group) gives exactly `β` when `eps > 0`, for `f32` and `f64`,
 //!   small and large magnitudes, and shapes spanning many reduction leaves;
-//! - with `eps = 0` a constant channel gives NaN (`0·∞`), as the naive kernel on `f32`.
+//! - with `eps = 0` a constant channel gives NaN (`0·∞`), as the naive kernel on `f32`;
+//! - a first pivot far from the mean (outliers where leaves sample it) still gives
+//!   f32-accurate statistics (the sums are retaken about the mean).
 //!
 //! The SIMD cap is process-wide, so every test here takes `LEVEL_LOCK`.
 
@@ -304,5 +306,69 @@ fn constant_channel_with_zero_eps_is_nan_like_naive() {
         assert!(yn.data().iter().all(|v| v.is_nan()), "naive");
         let (y64, _, _) = constant_sbn::<f64>(dims, 0.0);
         assert!(y64.iter().all(|v| v.is_nan()), "{lvl} f64");
+    });
+}
+
+/// Values at every 16th position (where leaves sample their first pivot) are outliers, so
+/// the first pivot is far from the mean and the kernels must take the sums again about the
+/// mean; the result must still match the `f64` naive kernel.
+#[test]
+fn outliers_at_pivot_samples_f32() {
+    let mut rng = Rng(0x5eed_0102);
+    let dims = [3, 2, 32, 32];
+    let x: Vec<f32> = (0..3 * 2 * 1024)
+        .map(|i| {
+            if i % 64 == 0 {
+                4000.0
+            } else {
+                (1000.0 * (i / 1024 % 2) as f64 + 0.1 * rng.sym()) as f32
+            }
+        })
+        .collect();
+    let x64 = to_f64(&x);
+    let p = BatchNormParams::default();
+    let (yn, cn) = naive::spatial_batch_norm_forward(
+        TensorView::new(dims, &x64).unwrap(),
+        &[1.0; 2],
+        &[0.0; 2],
+        &mut [0.0; 2],
+        &mut [1.0; 2],
+        &p,
+    )
+    .unwrap();
+    let gp = GroupNormParams::new(2);
+    let (gyn, _) = naive::group_norm_forward(
+        TensorView::new(dims, &x64).unwrap(),
+        &[1.0; 2],
+        &[0.0; 2],
+        &gp,
+    )
+    .unwrap();
+    each_level(|lvl| {
+        let (yf, cf) = norm::spatial_batch_norm_forward(
+            TensorView::new(dims, &x).unwrap(),
+            &[1.0f32; 2],
+            &[0.0; 2],
+            &mut [0.0; 2],
+            &mut [1.0; 2],
+            &p,
+        )
+        .unwrap();
+        let (rel, max) = rel_errors(yf.data(), yn.data());
+        assert!(rel < 1e-5 && max < 1e-4, "sbn {lvl}: errors {rel} {max}");
+        for ch in 0..2 {
+            let e = (cf.inv_std[ch] as f64 / cn.inv_std[ch] - 1.0).abs();
+            // A few f32 roundings; without the second pass about the mean this is ~1e-5.
+            assert!(e < 1e-6, "sbn {lvl}: inv_std error {e}");
+        }
+        let (gy, _) = norm::group_norm_forward(
+            TensorView::new(dims, &x).unwrap(),
+            &[1.0f32; 2],
+            &[0.0; 2],
+            &gp,
+        )
+        .unwrap();
+        let (rel, max) = rel_errors(gy.data(), gyn.data());
+        assert!(rel < 1e-5 && max < 1e-4, "gn {lvl}: errors {rel} {max}");
     });
 }

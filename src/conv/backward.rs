@@ -9,7 +9,7 @@
 
 use rayon::prelude::*;
 
-use super::depthwise::{self, sum_lanes};
+use super::depthwise::{self, bias_grad};
 use super::exec::{run_lanes, SharedMut};
 use super::gemm::{gemm, MatRef};
 use super::im2col::{col2im, im2col, Lowering};
@@ -18,13 +18,16 @@ use super::{Conv2dGeometry, Conv2dGrads, Conv2dParams, OP};
 use crate::error::{Error, Result};
 use crate::{Float, Tensor, TensorView, TensorViewMut};
 
-/// Elements of workspace that [`backward_into`] needs for this geometry (0 for depthwise).
+/// Elements of workspace that [`backward_into`] needs for this geometry.
 ///
 /// Depends on the geometry only, never on the number of threads: at most 8 lanes' column
 /// tiles plus, for small weight tensors, up to 7 partial weight gradients (at most 1 Mi
-/// elements in all).
+/// elements in all); for depthwise convolutions, 8 lanes' padded windows.
 pub fn backward_workspace_len(g: &Conv2dGeometry) -> usize {
-    BwdPlan::new(g).workspace_len()
+    match Path::of(g) {
+        Path::Depthwise => depthwise::backward_workspace_len(g),
+        _ => BwdPlan::new(g).workspace_len(),
+    }
 }
 
 /// Fast backward convolution; the same contract and result (up to rounding) as
@@ -111,8 +114,7 @@ pub fn backward_into<T: Float>(
             format!("db has {} values for {} filters", db.len(), g.f),
         ));
     }
-    let plan = BwdPlan::new(&g);
-    let need = plan.workspace_len();
+    let need = backward_workspace_len(&g);
     if workspace.len() < need {
         return Err(Error::WorkspaceTooSmall {
             op: OP,
@@ -123,13 +125,13 @@ pub fn backward_into<T: Float>(
     let (dout, x, w) = (dout.data(), x.data(), w.data());
     let (dx, dw) = (dx.data_mut(), dw.data_mut());
     let p = g.oh * g.ow;
-    db.par_iter_mut().enumerate().for_each(|(f, db)| {
-        *db = sum_lanes((0..g.n).map(|n| &dout[(n * g.f + f) * p..][..p]));
-    });
-    match plan.path {
-        Path::Depthwise => depthwise::backward(&g, dout, x, w, dx, dw),
-        Path::Pointwise | Path::Im2col => {
-            let (slots, partials) = workspace[..need].split_at_mut(plan.slots_len());
+    bias_grad(dout, g.n, p, db);
+    let ws = &mut workspace[..need];
+    match Path::of(&g) {
+        Path::Depthwise => depthwise::backward(&g, dout, x, w, dx, dw, ws),
+        _ => {
+            let plan = BwdPlan::new(&g);
+            let (slots, partials) = ws.split_at_mut(plan.slots_len());
             weight_grad(&g, &plan, dout, x, dw, slots, partials);
             input_grad(&g, &plan, dout, w, dx, slots);
         }

@@ -1,17 +1,22 @@
 //! Direct kernels for depthwise convolutions (`groups == C`: one input channel per group,
 //! `F / C` filters per channel), instead of `C` tiny GEMMs.
 //!
-//! Output rows are computed in register blocks of [`BLK`] columns that accumulate every tap
-//! before one store (columns next to the padding take a per-tap path). The row and
-//! reduction loops are compiled three times — baseline, AVX2+FMA and AVX-512F
-//! (`#[target_feature]` clones picked by [`simd::active_level`]). Every element sums its
-//! taps in the same order (bias, then channel, kernel row, kernel column) with separate
-//! multiplies and adds on every path and level, and reductions (`dw`, `db`) use a fixed
-//! lane layout and pairwise merge, so results do not depend on threads nor on the level.
+//! Each task copies a chunk of input rows into a zero-padded window (one lane's workspace
+//! slot), so that every tap of every output column reads inside it: output rows are then
+//! computed in register blocks of [`BLK`] columns × 2 rows that accumulate every tap before
+//! one store, with no bounds logic in the inner loop. The loops are compiled three times —
+//! baseline, AVX2+FMA and AVX-512F (`#[target_feature]` clones picked by
+//! [`simd::active_level`]). Every output element sums its taps in the same order (bias,
+//! then source, kernel row, kernel column) with separate multiplies and adds on every level,
+//! and the reductions (`dw`, `db`) use a fixed lane layout and pairwise merge, so results
+//! depend neither on the thread count nor on the SIMD level. (Taps that fall in the padding
+//! multiply zeros, as the im2col path does.)
 
 use rayon::prelude::*;
 
+use super::exec::{run_lanes, SharedMut};
 use super::im2col::{Axis, Taps};
+use super::plan::MAX_LANES;
 use super::Conv2dGeometry;
 use crate::simd::{self, Level};
 use crate::Float;
@@ -20,6 +25,10 @@ use crate::Float;
 const BLK: usize = 32;
 /// Accumulator lanes of the reductions.
 const LANES: usize = 16;
+/// Taps (`KH · KW`) per pass of the weight-gradient kernel.
+const MAXTAPS: usize = 64;
+/// Elements of a padded window (the window holds at least one output row's input rows).
+const PAD_ELEMS: usize = 32 * 1024;
 
 /// Compiles `fn $name<T>(level, args…)` as a baseline body plus AVX2+FMA and AVX-512F
 /// clones, and dispatches on `level`.
@@ -60,10 +69,12 @@ macro_rules! multiversion {
     };
 }
 
-/// Adds `a[j]·b[j·step]` into lane `j % LANES` of `acc`.
+/// Adds `a[j]·b[j·step]` into the lanes of `acc`: lane `j % LANES`, except that at stride 1
+/// a partial last group is read as the last `LANES` elements (lane `l` ← element
+/// `len − LANES + l`) with the already-counted ones masked to zero.
 #[inline(always)]
 fn dot_lanes<T: Float>(acc: &mut [T; LANES], a: &[T], b: &[T], step: usize) {
-    if step == 1 {
+    if step == 1 && a.len() >= LANES {
         let b = &b[..a.len()];
         let (mut ca, mut cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
         for (x, y) in (&mut ca).zip(&mut cb) {
@@ -71,8 +82,17 @@ fn dot_lanes<T: Float>(acc: &mut [T; LANES], a: &[T], b: &[T], step: usize) {
                 acc[l] += x[l] * y[l];
             }
         }
-        for (l, (&x, &y)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
-            acc[l] += x * y;
+        let rem = ca.remainder().len();
+        if rem > 0 {
+            let (x, y) = (&a[a.len() - LANES..], &b[b.len() - LANES..]);
+            for l in 0..LANES {
+                let v = if l >= LANES - rem {
+                    x[l] * y[l]
+                } else {
+                    T::ZERO
+                };
+                acc[l] += v;
+            }
         }
     } else {
         for (j, (&x, &y)) in a.iter().zip(b.iter().step_by(step)).enumerate() {
@@ -95,9 +115,25 @@ fn reduce<T: Float>(mut acc: [T; LANES]) -> T {
     acc[0]
 }
 
-/// Sum of every element of the slices, in a fixed order: lane `j % 16` of each slice, the
-/// slices in turn, then the lanes pairwise. Used for `db` by every path.
-pub(crate) fn sum_lanes<'a, T: Float>(slices: impl Iterator<Item = &'a [T]>) -> T {
+multiversion! {
+    /// `db = Σ_n Σ_p dout[n, f, p]` for the `F` filters of `dout` (`N × F × p`), in a fixed
+    /// order: lane `j % 16` of each plane, the images in turn, then the lanes pairwise.
+    fn bias_grad_imp<T>(dout: &[T], p: usize, f: usize, n: usize, db: &mut T) {
+        let nf = dout.len() / p / n;
+        *db = sum_lanes((0..n).map(|n| &dout[(n * nf + f) * p..][..p]));
+    }
+}
+
+/// `db` for every path, parallel over filters (see `bias_grad_imp` for the order).
+pub(crate) fn bias_grad<T: Float>(dout: &[T], n: usize, p: usize, db: &mut [T]) {
+    let level = simd::active_level();
+    db.par_iter_mut()
+        .enumerate()
+        .for_each(|(f, d)| bias_grad_imp(level, dout, p, f, n, d));
+}
+
+#[inline(always)]
+fn sum_lanes<'a, T: Float>(slices: impl Iterator<Item = &'a [T]>) -> T {
     let mut acc = [T::ZERO; LANES];
     for s in slices {
         let mut c = s.chunks_exact(LANES);
@@ -113,120 +149,344 @@ pub(crate) fn sum_lanes<'a, T: Float>(slices: impl Iterator<Item = &'a [T]>) -> 
     reduce(acc)
 }
 
-/// A direct 2-d correlation producing one output row: `nsrc` input planes of `ih × iw`,
-/// `nsrc × kh × kw` weights (`flip`: read them rotated by 180°, for `dx`).
-#[derive(Clone, Copy)]
-struct RowConv {
-    th: Taps,
-    tw: Taps,
+/// A window of input rows for a chunk of output rows, zero-padded so that every tap reads
+/// inside it: window row `r`, column `q` hold input `(i0·sh + r + base_h, q + base_w)` for
+/// the chunk starting at output row `i0`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Window {
+    ah: Axis,
+    aw: Axis,
     kh: usize,
     kw: usize,
-    ih: usize,
-    iw: usize,
-    nsrc: usize,
-    flip: bool,
+    /// Window width: `(OW − 1)·sw + (KW − 1)·dw + 1`.
+    wp: usize,
+    /// Output rows per chunk.
+    rows: usize,
+    /// Window rows: `(rows − 1)·sh + (KH − 1)·dh + 1`.
+    hr: usize,
 }
 
-impl RowConv {
-    #[inline(always)]
-    fn weight<T: Float>(&self, wt: &[T], s: usize, u: usize, v: usize) -> T {
-        let (u, v) = if self.flip {
-            (self.kh - 1 - u, self.kw - 1 - v)
-        } else {
-            (u, v)
-        };
-        wt[(s * self.kh + u) * self.kw + v]
+impl Window {
+    pub(crate) fn new(ah: Axis, aw: Axis, kh: usize, kw: usize) -> Window {
+        let wp = (aw.out - 1) * aw.stride + (kw - 1) * aw.dil + 1;
+        let span = (kh - 1) * ah.dil + 1;
+        let fit = (PAD_ELEMS / wp).saturating_sub(span) / ah.stride + 1;
+        let rows = fit.clamp(1, ah.out);
+        Window {
+            ah,
+            aw,
+            kh,
+            kw,
+            wp,
+            rows,
+            hr: (rows - 1) * ah.stride + span,
+        }
     }
 
-    /// Input row `s` read by output row `i` at kernel row `u`, if inside the input.
-    #[inline(always)]
-    fn in_row<'a, T>(&self, inp: &'a [T], s: usize, u: usize, i: usize) -> Option<&'a [T]> {
-        let tu = self.th.get(u);
-        tu.covers(i)
-            .then(|| &inp[(s * self.ih + tu.index(i)) * self.iw..][..self.iw])
+    /// The forward window of `g`.
+    pub(crate) fn forward(g: &Conv2dGeometry) -> Window {
+        Window::new(Axis::forward(g, true), Axis::forward(g, false), g.kh, g.kw)
+    }
+
+    /// The window of the stride-1 `dx` correlation: `dx[hi, wi] = Σ w[u, v] ·
+    /// dout[hi + ph − u·dh, wi + pw − v·dw]`, read with the kernel rotated by 180°.
+    pub(crate) fn transposed(g: &Conv2dGeometry) -> Window {
+        let p = &g.params;
+        let ax = |inp: usize, out: usize, k: usize, i: usize| Axis {
+            inp,
+            out,
+            stride: 1,
+            dil: p.dilation[i],
+            base: p.padding[i] as i128 - ((k - 1) * p.dilation[i]) as i128,
+        };
+        Window::new(ax(g.oh, g.h, g.kh, 0), ax(g.ow, g.w, g.kw, 1), g.kh, g.kw)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.hr.saturating_mul(self.wp)
+    }
+
+    pub(crate) fn chunks(&self) -> usize {
+        self.ah.out.div_ceil(self.rows)
+    }
+
+    /// Output rows `[i0, i0 + n)` of chunk `k`.
+    fn chunk(&self, k: usize) -> (usize, usize) {
+        let i0 = k * self.rows;
+        (i0, self.rows.min(self.ah.out - i0))
+    }
+
+    /// Fills `buf` (`hr × wp`) from the `ih × iw` plane for the chunk at output row `i0`.
+    fn fill<T: Float>(&self, plane: &[T], i0: usize, buf: &mut [T]) {
+        fill_window(simd::active_level(), self, plane, i0, buf);
     }
 }
 
 multiversion! {
-    /// Output row `i` of a [`RowConv`]: `orow[j] = bias + Σ_{s,u,v} w · inp[s, …]`.
-    fn conv_row<T>(rc: &RowConv, inp: &[T], wt: &[T], i: usize, orow: &mut [T], bias: T) {
-        let ow = orow.len();
-        let sw = rc.tw.axis().stride;
-        // Interior columns: every kernel column reads inside the input.
-        let (mut ja, mut jb) = (0, ow);
-        for v in 0..rc.kw {
-            let t = rc.tw.get(v);
-            ja = ja.max(t.lo);
-            jb = jb.min(t.hi);
-        }
-        let (e0, e1) = if jb >= ja + BLK { (ja, jb) } else { (0, 0) };
-        orow[..e0].fill(bias);
-        orow[e1..].fill(bias);
-        // Columns outside e0..e1, one tap at a time.
-        for s in 0..rc.nsrc {
-            for u in 0..rc.kh {
-                let Some(xrow) = rc.in_row(inp, s, u, i) else { continue };
-                for v in 0..rc.kw {
-                    let (t, wv) = (rc.tw.get(v), rc.weight(wt, s, u, v));
-                    for (a, b) in [(t.lo, t.hi.min(e0)), (t.lo.max(e1), t.hi)] {
-                        if a < b {
-                            let xs = xrow[t.index(a)..].iter().step_by(sw);
-                            for (o, &x) in orow[a..b].iter_mut().zip(xs) {
-                                *o += wv * x;
-                            }
-                        }
-                    }
-                }
+    /// [`Window::fill`].
+    fn fill_window<T>(wn: &Window, plane: &[T], i0: usize, buf: &mut [T]) {
+        wn.fill_imp(plane, i0, buf);
+    }
+}
+
+impl Window {
+    #[inline(always)]
+    fn fill_imp<T: Float>(&self, plane: &[T], i0: usize, buf: &mut [T]) {
+        let (ih, iw) = (self.ah.inp as i128, self.aw.inp);
+        let lo = (-self.aw.base).clamp(0, self.wp as i128);
+        let hi = (iw as i128 - self.aw.base).clamp(lo, self.wp as i128);
+        let (lo, hi) = (lo as usize, hi as usize);
+        let first = (i0 as i128) * self.ah.stride as i128 + self.ah.base;
+        for (r, dst) in buf[..self.len()].chunks_exact_mut(self.wp).enumerate() {
+            let ir = first + r as i128;
+            if ir < 0 || ir >= ih || lo == hi {
+                dst.fill(T::ZERO);
+                continue;
             }
+            let src = &plane[ir as usize * iw..][..iw];
+            let s0 = (lo as i128 + self.aw.base) as usize;
+            dst[..lo].fill(T::ZERO);
+            copy(&mut dst[lo..hi], &src[s0..s0 + hi - lo]);
+            dst[hi..].fill(T::ZERO);
         }
-        // Columns e0..e1 in register blocks (the last one shifted back to end at e1).
-        let mut j0 = e0;
-        while j0 < e1 {
-            let j = j0.min(e1 - BLK);
-            let mut acc = [bias; BLK];
-            for s in 0..rc.nsrc {
-                for u in 0..rc.kh {
-                    let Some(xrow) = rc.in_row(inp, s, u, i) else { continue };
-                    for v in 0..rc.kw {
-                        let (t, wv) = (rc.tw.get(v), rc.weight(wt, s, u, v));
-                        let xs = &xrow[t.index(j)..][..(BLK - 1) * sw + 1];
+    }
+}
+
+/// `dst.copy_from_slice(src)` for short rows, in 16-element pieces (no library call).
+#[inline(always)]
+fn copy<T: Float>(dst: &mut [T], src: &[T]) {
+    let mut d = dst.chunks_exact_mut(16);
+    let mut s = src.chunks_exact(16);
+    for (d, s) in (&mut d).zip(&mut s) {
+        let s: &[T; 16] = s.try_into().unwrap();
+        let d: &mut [T; 16] = d.try_into().unwrap();
+        *d = *s;
+    }
+    for (d, &s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = s;
+    }
+}
+
+/// Rows `R` (1 or 2) × `len` (≤ BLK) columns from column `j` of the output, local row `li`:
+/// `bias + Σ_{s,u,v} w · win`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn block<T: Float, const R: usize>(
+    wn: &Window,
+    win: &[T],
+    nsrc: usize,
+    wt: &[T],
+    flip: bool,
+    li: usize,
+    j: usize,
+    len: usize,
+    bias: T,
+    out: &mut [&mut [T]; R],
+) {
+    let (sh, sw, dh, dw) = (wn.ah.stride, wn.aw.stride, wn.ah.dil, wn.aw.dil);
+    let (kh, kw, wp) = (wn.kh, wn.kw, wn.wp);
+    let mut acc = [[bias; BLK]; R];
+    for s in 0..nsrc {
+        let win = &win[s * wn.len()..][..wn.len()];
+        let wt = &wt[s * kh * kw..][..kh * kw];
+        for u in 0..kh {
+            for v in 0..kw {
+                let wv = if flip {
+                    wt[(kh - 1 - u) * kw + (kw - 1 - v)]
+                } else {
+                    wt[u * kw + v]
+                };
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let at = ((li + r) * sh + u * dh) * wp + j * sw + v * dw;
+                    if sw == 1 && len == BLK {
+                        let xs = &win[at..][..BLK];
                         for l in 0..BLK {
+                            acc[l] += wv * xs[l];
+                        }
+                    } else {
+                        let xs = &win[at..][..(len - 1) * sw + 1];
+                        for l in 0..len {
                             acc[l] += wv * xs[l * sw];
                         }
                     }
                 }
             }
-            orow[j..j + BLK].copy_from_slice(&acc);
-            j0 += BLK;
+        }
+    }
+    for (o, a) in out.iter_mut().zip(&acc) {
+        o[j..j + len].copy_from_slice(&a[..len]);
+    }
+}
+
+multiversion! {
+    /// Output rows `[i0, i0 + n)` (`out`: `n × OW`, row-major) of a correlation of the
+    /// `nsrc` windows in `win` with `nsrc × KH × KW` weights (`flip`: rotated by 180°).
+    fn window_rows<T>(wn: &Window, win: &[T], nsrc: usize, wt: &[T], flip: bool, out: &mut [T], bias: T) {
+        let ow = wn.aw.out;
+        let rows = out.len() / ow;
+        let (kh, kw) = (wn.kh, wn.kw);
+        if wn.aw.stride == 1 && ow >= BLK && nsrc * kh * kw <= MAXTAPS {
+            // The taps as (window offset, weight), in summation order.
+            let mut offs = [0usize; MAXTAPS];
+            let mut wts = [T::ZERO; MAXTAPS];
+            let mut nt = 0;
+            for s in 0..nsrc {
+                for u in 0..kh {
+                    for v in 0..kw {
+                        offs[nt] = s * wn.len() + u * wn.ah.dil * wn.wp + v * wn.aw.dil;
+                        wts[nt] = wt[s * kh * kw + if flip { (kh - 1 - u) * kw + (kw - 1 - v) } else { u * kw + v }];
+                        nt += 1;
+                    }
+                }
+            }
+            let (offs, wts) = (&offs[..nt], &wts[..nt]);
+            let step = wn.ah.stride * wn.wp;
+            let mut li = 0;
+            while li < rows {
+                let two = li + 1 < rows;
+                let (r0, rest) = out[li * ow..].split_at_mut(ow);
+                let mut j0 = 0;
+                while j0 < ow {
+                    let j = j0.min(ow - BLK);
+                    let b0 = li * step + j;
+                    let mut a0 = [bias; BLK];
+                    if two {
+                        let mut a1 = [bias; BLK];
+                        for (&o, &wv) in offs.iter().zip(wts) {
+                            let x0: &[T; BLK] = win[b0 + o..][..BLK].try_into().unwrap();
+                            let x1: &[T; BLK] = win[b0 + step + o..][..BLK].try_into().unwrap();
+                            for l in 0..BLK {
+                                a0[l] += wv * x0[l];
+                                a1[l] += wv * x1[l];
+                            }
+                        }
+                        let o1: &mut [T; BLK] = (&mut rest[j..j + BLK]).try_into().unwrap();
+                        *o1 = a1;
+                    } else {
+                        for (&o, &wv) in offs.iter().zip(wts) {
+                            let x0: &[T; BLK] = win[b0 + o..][..BLK].try_into().unwrap();
+                            for l in 0..BLK {
+                                a0[l] += wv * x0[l];
+                            }
+                        }
+                    }
+                    let o0: &mut [T; BLK] = (&mut r0[j..j + BLK]).try_into().unwrap();
+                    *o0 = a0;
+                    j0 += BLK;
+                }
+                li += if two { 2 } else { 1 };
+            }
+            return;
+        }
+        let mut li = 0;
+        while li < rows {
+            let two = li + 1 < rows;
+            let (r0, rest) = out[li * ow..].split_at_mut(ow);
+            let mut j0 = 0;
+            while j0 < ow {
+                // Full blocks, the last shifted back to end at OW; narrow rows in one piece.
+                let (j, len) = if ow >= BLK { (j0.min(ow - BLK), BLK) } else { (0, ow) };
+                if two {
+                    let mut o = [&mut *r0, &mut rest[..ow]];
+                    block::<T, 2>(wn, win, nsrc, wt, flip, li, j, len, bias, &mut o);
+                } else {
+                    block::<T, 1>(wn, win, nsrc, wt, flip, li, j, len, bias, &mut [&mut *r0]);
+                }
+                j0 += BLK;
+            }
+            li += if two { 2 } else { 1 };
         }
     }
 }
 
 multiversion! {
-    /// `dw[f, u, v] = Σ_n Σ_i Σ_j dout[n, f, i, j] · x[n, c, i·sh + u·dh − ph, j·sw + v·dw − pw]`.
-    fn filter_grad<T>(g: &Conv2dGeometry, th: &Taps, tw: &Taps, dout: &[T], x: &[T], f: usize, dwf: &mut [T]) {
-        let (p, hw, c) = (g.oh * g.ow, g.h * g.w, f / g.fg);
-        let sw = tw.axis().stride;
-        for u in 0..g.kh {
-            let tu = th.get(u);
-            for v in 0..g.kw {
-                let tv = tw.get(v);
-                let mut acc = [T::ZERO; LANES];
-                if tv.lo < tv.hi {
-                    for n in 0..g.n {
-                        let dp = &dout[(n * g.f + f) * p..][..p];
-                        let xp = &x[(n * g.c + c) * hw..][..hw];
-                        for i in tu.lo..tu.hi {
-                            let d = &dp[i * g.ow + tv.lo..i * g.ow + tv.hi];
-                            let xr = &xp[tu.index(i) * g.w..][..g.w];
-                            dot_lanes(&mut acc, d, &xr[tv.index(tv.lo)..], sw);
+    /// Adds, for each tap `t0 + k` (`k < acc.len()`), `Σ_{rows, j} dout · window` of one chunk
+    /// into the lanes of `acc[k]`.
+    fn window_grad<T>(wn: &Window, win: &[T], dout: &[T], t0: usize, acc: &mut [[T; LANES]]) {
+        let (sh, sw, dh, dw) = (wn.ah.stride, wn.aw.stride, wn.ah.dil, wn.aw.dil);
+        let (kw, wp, ow) = (wn.kw, wn.wp, wn.aw.out);
+        let rows = dout.len() / ow;
+        if sw == 1 && ow >= LANES && t0.is_multiple_of(kw) && acc.len().is_multiple_of(kw) {
+            for (ku, accu) in acc.chunks_exact_mut(kw).enumerate() {
+                let u = t0 / kw + ku;
+                let rows_at = |li: usize| &win[(li * sh + u * dh) * wp..][..wp];
+                let done = match kw {
+                    1 => grad_rows::<T, 1>(dout, ow, rows, rows_at, dw, accu),
+                    2 => grad_rows::<T, 2>(dout, ow, rows, rows_at, dw, accu),
+                    3 => grad_rows::<T, 3>(dout, ow, rows, rows_at, dw, accu),
+                    4 => grad_rows::<T, 4>(dout, ow, rows, rows_at, dw, accu),
+                    5 => grad_rows::<T, 5>(dout, ow, rows, rows_at, dw, accu),
+                    7 => grad_rows::<T, 7>(dout, ow, rows, rows_at, dw, accu),
+                    _ => false,
+                };
+                if !done {
+                    for (v, acc) in accu.iter_mut().enumerate() {
+                        for li in 0..rows {
+                            dot_lanes(acc, &dout[li * ow..][..ow], &rows_at(li)[v * dw..], 1);
                         }
                     }
                 }
-                dwf[u * g.kw + v] = reduce(acc);
+            }
+            return;
+        }
+        for (k, acc) in acc.iter_mut().enumerate() {
+            let (u, v) = ((t0 + k) / kw, (t0 + k) % kw);
+            for li in 0..rows {
+                let at = (li * sh + u * dh) * wp + v * dw;
+                dot_lanes(acc, &dout[li * ow..][..ow], &win[at..], sw);
             }
         }
     }
+}
+
+/// For one kernel row at stride 1: adds `Σ_rows Σ_j dout[li, j] · row(li)[j + v·dw]` into
+/// the lanes of `acc[v]` for the `KW` kernel columns `v`, loading each group of `LANES`
+/// columns of `dout` once (the partial last group as the last `LANES` columns with the
+/// already-counted ones zeroed). Returns true (the `_ => false` arm of the caller covers
+/// the widths without an instance).
+#[inline(always)]
+fn grad_rows<'a, T: Float, const KW: usize>(
+    dout: &[T],
+    ow: usize,
+    rows: usize,
+    row: impl Fn(usize) -> &'a [T],
+    dw: usize,
+    acc: &mut [[T; LANES]],
+) -> bool {
+    let rem = ow % LANES;
+    let mut a = [[T::ZERO; LANES]; KW];
+    for li in 0..rows {
+        let d = &dout[li * ow..][..ow];
+        let wr = row(li);
+        let mut j = 0;
+        while j + LANES <= ow {
+            let dj: &[T; LANES] = d[j..j + LANES].try_into().unwrap();
+            for (v, av) in a.iter_mut().enumerate() {
+                let x: &[T; LANES] = wr[j + v * dw..][..LANES].try_into().unwrap();
+                for l in 0..LANES {
+                    av[l] += dj[l] * x[l];
+                }
+            }
+            j += LANES;
+        }
+        if rem > 0 {
+            let j = ow - LANES;
+            let mut dj = [T::ZERO; LANES];
+            dj[LANES - rem..].copy_from_slice(&d[ow - rem..]);
+            for (v, av) in a.iter_mut().enumerate() {
+                let x: &[T; LANES] = wr[j + v * dw..][..LANES].try_into().unwrap();
+                for l in 0..LANES {
+                    av[l] += dj[l] * x[l];
+                }
+            }
+        }
+    }
+    for (o, av) in acc.iter_mut().zip(&a) {
+        for l in 0..LANES {
+            o[l] += av[l];
+        }
+    }
+    true
 }
 
 multiversion! {
@@ -259,40 +519,64 @@ multiversion! {
     }
 }
 
-/// Depthwise forward: `out[n, f] = b[f] + x[n, f / (F/C)] ⋆ w[f]`, parallel over output rows.
+/// Elements of workspace the depthwise forward needs: one window per lane.
+pub(crate) fn forward_workspace_len(g: &Conv2dGeometry) -> usize {
+    let tasks = g.n * g.c * Window::forward(g).chunks();
+    tasks
+        .min(MAX_LANES)
+        .saturating_mul(Window::forward(g).len())
+}
+
+/// Elements of workspace the depthwise backward needs: one window per lane for `dw`, and
+/// `F/C` windows per lane for a stride-1 `dx`.
+pub(crate) fn backward_workspace_len(g: &Conv2dGeometry) -> usize {
+    let dw = g.f.min(MAX_LANES).saturating_mul(Window::forward(g).len());
+    let dx = if g.params.stride == [1, 1] {
+        let wn = Window::transposed(g);
+        let tasks = g.n * g.c * wn.chunks();
+        tasks
+            .min(MAX_LANES)
+            .saturating_mul(g.fg.saturating_mul(wn.len()))
+    } else {
+        0
+    };
+    dw.max(dx)
+}
+
+/// Depthwise forward: tasks of (image, channel, chunk of output rows), each padding its
+/// input rows once and computing the chunk for the channel's `F/C` filters.
 pub(crate) fn forward<T: Float>(
     g: &Conv2dGeometry,
     x: &[T],
     w: &[T],
     b: Option<&[T]>,
     out: &mut [T],
+    ws: &mut [T],
 ) {
     let level = simd::active_level();
-    let rc = RowConv {
-        th: Taps::new(Axis::forward(g, true), g.kh),
-        tw: Taps::new(Axis::forward(g, false), g.kw),
-        kh: g.kh,
-        kw: g.kw,
-        ih: g.h,
-        iw: g.w,
-        nsrc: 1,
-        flip: false,
-    };
-    let (hw, khw) = (g.h * g.w, g.kh * g.kw);
-    out.par_chunks_mut(g.ow)
-        .enumerate()
-        .for_each(|(row, orow)| {
-            let (i, f, n) = (row % g.oh, (row / g.oh) % g.f, row / (g.oh * g.f));
-            let c = f / g.fg;
-            let plane = &x[(n * g.c + c) * hw..][..hw];
+    let wn = Window::forward(g);
+    let (hw, p, khw, nch) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw, wn.chunks());
+    let tasks = g.n * g.c * nch;
+    let out = SharedMut::new(out);
+    run_lanes(ws, wn.len(), tasks.min(MAX_LANES), tasks, |t, win| {
+        let (k, c, n) = (t % nch, (t / nch) % g.c, t / (nch * g.c));
+        let (i0, rows) = wn.chunk(k);
+        wn.fill(&x[(n * g.c + c) * hw..][..hw], i0, win);
+        for f in c * g.fg..(c + 1) * g.fg {
+            // SAFETY: rows i0..i0+rows of plane (n, f) belong to this task alone (tasks
+            // partition images × channels × row chunks), which runs once.
+            let o = unsafe { out.slice((n * g.f + f) * p + i0 * g.ow, rows * g.ow) };
             let bias = b.map_or(T::ZERO, |b| b[f]);
-            conv_row(level, &rc, plane, &w[f * khw..][..khw], i, orow, bias);
-        });
+            window_rows(level, &wn, win, 1, &w[f * khw..][..khw], false, o, bias);
+        }
+    });
 }
 
-/// Depthwise backward: `dw` per filter (parallel over filters, each summing the batch in
-/// order) and `dx` per channel (rows of a stride-1 transposed correlation, or a per-plane
-/// scatter for larger strides). `db` is computed by the caller.
+/// Depthwise backward: `dw` per filter (each summing the batch and its row chunks in
+/// order), then `dx` per (image, channel, chunk of rows) — a stride-1 correlation of the
+/// channel's `F/C` `dout` planes with the rotated kernels — or, for larger strides, per
+/// plane by scattering. `db` is computed by the caller.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn backward<T: Float>(
     g: &Conv2dGeometry,
     dout: &[T],
@@ -300,42 +584,56 @@ pub(crate) fn backward<T: Float>(
     w: &[T],
     dx: &mut [T],
     dw: &mut [T],
+    ws: &mut [T],
 ) {
     let level = simd::active_level();
     let (p, hw, khw) = (g.oh * g.ow, g.h * g.w, g.kh * g.kw);
-    let th = Taps::new(Axis::forward(g, true), g.kh);
-    let tw = Taps::new(Axis::forward(g, false), g.kw);
-    dw.par_chunks_mut(khw).enumerate().for_each(|(f, dwf)| {
-        filter_grad(level, g, &th, &tw, dout, x, f, dwf);
-    });
-    let pr = &g.params;
-    if pr.stride == [1, 1] {
-        // dx[hi, wi] = Σ_{s,u,v} w[s, u, v] · dout[s, hi + ph − u·dh, wi + pw − v·dw]:
-        // a stride-1 correlation of the channel's `F/C` dout planes with the rotated kernel.
-        let back = |inp: usize, out: usize, k: usize, i: usize| Axis {
-            inp,
-            out,
-            stride: 1,
-            dil: pr.dilation[i],
-            base: pr.padding[i] as i128 - ((k - 1) * pr.dilation[i]) as i128,
-        };
-        let rc = RowConv {
-            th: Taps::new(back(g.oh, g.h, g.kh, 0), g.kh),
-            tw: Taps::new(back(g.ow, g.w, g.kw, 1), g.kw),
-            kh: g.kh,
-            kw: g.kw,
-            ih: g.oh,
-            iw: g.ow,
-            nsrc: g.fg,
-            flip: true,
-        };
-        dx.par_chunks_mut(g.w).enumerate().for_each(|(row, dxr)| {
-            let (hi, c, n) = (row % g.h, (row / g.h) % g.c, row / (g.h * g.c));
-            let d = &dout[(n * g.f + c * g.fg) * p..][..g.fg * p];
+    let wn = Window::forward(g);
+    {
+        let dw = SharedMut::new(dw);
+        run_lanes(ws, wn.len(), g.f.min(MAX_LANES), g.f, |f, win| {
+            // SAFETY: filter f's weights belong to task f alone, which runs once.
+            let dwf = unsafe { dw.slice(f * khw, khw) };
+            let c = f / g.fg;
+            for t0 in (0..khw).step_by(MAXTAPS) {
+                let mut acc = [[T::ZERO; LANES]; MAXTAPS];
+                let acc = &mut acc[..MAXTAPS.min(khw - t0)];
+                for n in 0..g.n {
+                    let d = &dout[(n * g.f + f) * p..][..p];
+                    for k in 0..wn.chunks() {
+                        let (i0, rows) = wn.chunk(k);
+                        wn.fill(&x[(n * g.c + c) * hw..][..hw], i0, win);
+                        let dk = &d[i0 * g.ow..][..rows * g.ow];
+                        window_grad(level, &wn, win, dk, t0, acc);
+                    }
+                }
+                for (o, a) in dwf[t0..].iter_mut().zip(acc.iter()) {
+                    *o = reduce(*a);
+                }
+            }
+        });
+    }
+    if g.params.stride == [1, 1] {
+        let wn = Window::transposed(g);
+        let nch = wn.chunks();
+        let tasks = g.n * g.c * nch;
+        let slot = g.fg * wn.len();
+        let dx = SharedMut::new(dx);
+        run_lanes(ws, slot, tasks.min(MAX_LANES), tasks, |t, win| {
+            let (k, c, n) = (t % nch, (t / nch) % g.c, t / (nch * g.c));
+            let (i0, rows) = wn.chunk(k);
+            for s in 0..g.fg {
+                let d = &dout[(n * g.f + c * g.fg + s) * p..][..p];
+                wn.fill(d, i0, &mut win[s * wn.len()..]);
+            }
+            // SAFETY: rows i0..i0+rows of dx plane (n, c) belong to task t alone.
+            let o = unsafe { dx.slice((n * g.c + c) * hw + i0 * g.w, rows * g.w) };
             let wt = &w[c * g.fg * khw..][..g.fg * khw];
-            conv_row(level, &rc, d, wt, hi, dxr, T::ZERO);
+            window_rows(level, &wn, win, g.fg, wt, true, o, T::ZERO);
         });
     } else {
+        let th = Taps::new(Axis::forward(g, true), g.kh);
+        let tw = Taps::new(Axis::forward(g, false), g.kw);
         dx.par_chunks_mut(hw).enumerate().for_each(|(plane, dxp)| {
             let (c, n) = (plane % g.c, plane / g.c);
             let d = &dout[(n * g.f + c * g.fg) * p..][..g.fg * p];

@@ -13,12 +13,13 @@ use super::{Conv2dGeometry, Conv2dParams, OP};
 use crate::error::{Error, Result};
 use crate::{Float, Tensor, TensorView, TensorViewMut};
 
-/// Elements of workspace that [`forward_into`] needs for this geometry (0 for depthwise and
-/// 1×1 stride-1 unpadded convolutions).
+/// Elements of workspace that [`forward_into`] needs for this geometry (0 for 1×1
+/// stride-1 unpadded convolutions).
 ///
 /// Depends on the geometry only — not on the element type's size, nor on the number of
 /// threads: at most 8 tiles are lowered at once, each of about 128 Ki elements (at least
-/// 128 output pixels), so it never scales with the batch.
+/// 128 output pixels), or for depthwise convolutions 8 padded windows of about 32 Ki
+/// elements, so it never scales with the batch.
 ///
 /// ```
 /// use cnn_kernels::conv::{forward_workspace_len, Conv2dGeometry, Conv2dParams};
@@ -27,7 +28,10 @@ use crate::{Float, Tensor, TensorView, TensorViewMut};
 /// assert!(forward_workspace_len(&g) < 2_000_000); // not 147 × 12544 per image
 /// ```
 pub fn forward_workspace_len(g: &Conv2dGeometry) -> usize {
-    FwdPlan::new(g).workspace_len()
+    match Path::of(g) {
+        Path::Depthwise => depthwise::forward_workspace_len(g),
+        _ => FwdPlan::new(g).workspace_len(),
+    }
 }
 
 /// Fast forward convolution; the same contract and result (up to rounding) as
@@ -93,8 +97,7 @@ pub fn forward_into<T: Float>(
             ),
         ));
     }
-    let plan = FwdPlan::new(&g);
-    let need = plan.workspace_len();
+    let need = forward_workspace_len(&g);
     if workspace.len() < need {
         return Err(Error::WorkspaceTooSmall {
             op: OP,
@@ -103,11 +106,10 @@ pub fn forward_into<T: Float>(
         });
     }
     let (x, w, out) = (x.data(), w.data(), out.data_mut());
-    match plan.path {
-        Path::Depthwise => depthwise::forward(&g, x, w, b, out),
-        Path::Pointwise | Path::Im2col => {
-            gemm_forward(&g, &plan, x, w, b, out, &mut workspace[..need])
-        }
+    let ws = &mut workspace[..need];
+    match Path::of(&g) {
+        Path::Depthwise => depthwise::forward(&g, x, w, b, out, ws),
+        _ => gemm_forward(&g, &FwdPlan::new(&g), x, w, b, out, ws),
     }
     Ok(())
 }

@@ -151,10 +151,7 @@ impl FwdPlan {
     }
 
     pub(crate) fn workspace_len(&self) -> usize {
-        match self.path {
-            Path::Depthwise => 0,
-            _ => self.lanes.saturating_mul(self.slot_len),
-        }
+        self.lanes.saturating_mul(self.slot_len)
     }
 }
 
@@ -247,10 +244,7 @@ impl BwdPlan {
     }
 
     pub(crate) fn workspace_len(&self) -> usize {
-        match self.path {
-            Path::Depthwise => 0,
-            _ => self.slots_len().saturating_add(self.partial_len),
-        }
+        self.slots_len().saturating_add(self.partial_len)
     }
 
     /// Images `[start, end)` of batch chunk `chunk` (a fixed, balanced partition).

@@ -315,9 +315,9 @@ fn forward_channels<T: Float>(
             let (m, var) = channel_stats(p, rm, rv, || {
                 tree(
                     0,
-                    segs.leaves(),
-                    segs.par_min(),
-                    &|i| kernels::moments(lvl, &x[segs.leaf(i)]),
+                    segs.stat_leaves(),
+                    segs.stat_par_min(),
+                    &|i| kernels::moments(lvl, x, segs.stat_leaf(i), segs.stat_next(i)),
                     &Moments::merge,
                 )
             });
@@ -332,7 +332,9 @@ fn forward_channels<T: Float>(
                 // channel are disjoint and the channels' slabs are disjoint, so no two live
                 // pieces overlap.
                 let out = unsafe { ys.piece(r.clone()) };
-                kernels::affine(lvl, &x[r], out, mt, a, beta[ch]);
+                // Prefetch the same leaf of the next channel (read by its statistics pass).
+                let pf = &x[shifted(r.clone(), g.hw, x.len())];
+                kernels::affine(lvl, &x[r], out, [mt, a, beta[ch]], pf);
             });
         });
 }
@@ -397,6 +399,11 @@ fn backward_into<T: Float>(
     Ok(())
 }
 
+/// `r` shifted by `by`, clamped to `len` (the same leaf of the next channel or group).
+pub(super) fn shifted(r: std::ops::Range<usize>, by: usize, len: usize) -> std::ops::Range<usize> {
+    (r.start + by).min(len)..(r.end + by).min(len)
+}
+
 /// `[m, k1, k2, k0]` of `dx = k1·dy + k2·(x − m) + k0` for train-mode backward, from
 /// `sd = Σ dy`, `sdx = Σ dy·(x − m)` over `count` values.
 pub(super) fn dx_coefs<T: Float>(
@@ -441,12 +448,9 @@ fn backward_channels<T: Float>(
             let is = cache.inv_std[ch].to_f64();
             let (sd, sdx) = tree(
                 0,
-                segs.leaves(),
-                segs.par_min(),
-                &|i| {
-                    let r = segs.leaf(i);
-                    kernels::dot_sums(lvl, &x[r.clone()], &dy[r], m)
-                },
+                segs.stat_leaves(),
+                segs.stat_par_min(),
+                &|i| kernels::dot_sums(lvl, x, dy, m, segs.stat_leaf(i), segs.stat_next(i)),
                 &add2,
             );
             *db = T::from_f64(sd);
@@ -459,7 +463,11 @@ fn backward_channels<T: Float>(
                 // are distinct leaves or distinct channels, hence disjoint.
                 let out = unsafe { dxs.piece(r.clone()) };
                 match cache.mode {
-                    BatchNormMode::Train => kernels::dx_train(lvl, &x[r.clone()], &dy[r], out, k),
+                    BatchNormMode::Train => {
+                        let nx = shifted(r.clone(), g.hw, x.len());
+                        let pf = [&x[nx.clone()], &dy[nx]];
+                        kernels::dx_train(lvl, &x[r.clone()], &dy[r], out, k, pf)
+                    }
                     // The statistics are constants in test mode: dx = γ·inv_std·dy.
                     BatchNormMode::Test => kernels::scale(lvl, &dy[r], out, k[1]),
                 }

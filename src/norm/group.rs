@@ -8,8 +8,8 @@
 
 use rayon::prelude::*;
 
-use super::batch::{check_len, check_out};
-use super::kernels::{self, add2, tree, Moments, Segments, PAR_ELEMS};
+use super::batch::{check_len, check_out, shifted};
+use super::kernels::{self, add2, tree, Moments, Segments, Strided, PAR_ELEMS};
 use super::{check_dout, GroupNormCache, GroupNormGeometry, GroupNormParams, NormGrads};
 use crate::alloc::zeroed_vec;
 use crate::error::{Error, Result};
@@ -61,8 +61,8 @@ pub fn group_norm_forward_into<T: Float>(
     g.check_cache(GN, cache)?;
     let lvl = simd::active_level();
     let len = g.group_len();
-    x.data()
-        .par_chunks(len)
+    let xall = x.data();
+    xall.par_chunks(len)
         .zip(y.into_data().par_chunks_mut(len))
         .zip(cache.mean.par_iter_mut())
         .zip(cache.inv_std.par_iter_mut())
@@ -73,7 +73,7 @@ pub fn group_norm_forward_into<T: Float>(
                 0,
                 segs.leaves(),
                 segs.par_min(),
-                &|i| kernels::moments(lvl, &xs[segs.leaf(i)]),
+                &|i| kernels::moments(lvl, xs, segs.stat_leaf(i), segs.stat_next(i)),
                 &Moments::merge,
             );
             let is = 1.0 / (mo.var() + p.eps).sqrt();
@@ -83,7 +83,13 @@ pub fn group_norm_forward_into<T: Float>(
             let c0 = (ng % g.groups) * g.cg;
             let channel = |(k, (xc, yc)): (usize, (&[T], &mut [T]))| {
                 let a = T::from_f64(gamma[c0 + k].to_f64() * is);
-                affine_par(lvl, xc, yc, mt, a, beta[c0 + k]);
+                // Prefetch the same channel of the next group (its statistics pass reads it).
+                let pf = &xall[shifted(
+                    ng * len + k * g.hw..ng * len + (k + 1) * g.hw,
+                    len,
+                    xall.len(),
+                )];
+                affine_par(lvl, xc, yc, [mt, a, beta[c0 + k]], pf);
             };
             if len >= PAR_ELEMS {
                 let it = xs.par_chunks(g.hw).zip(ys.par_chunks_mut(g.hw));
@@ -100,13 +106,13 @@ pub fn group_norm_forward_into<T: Float>(
 
 /// `y = (x − m)·a + b`, split into rayon tasks when long (element-wise, so any split gives
 /// the same bits).
-fn affine_par<T: Float>(lvl: Level, x: &[T], y: &mut [T], m: T, a: T, b: T) {
+fn affine_par<T: Float>(lvl: Level, x: &[T], y: &mut [T], mab: [T; 3], pf: &[T]) {
     if x.len() >= PAR_ELEMS {
         x.par_chunks(PAR_ELEMS / 2)
             .zip(y.par_chunks_mut(PAR_ELEMS / 2))
-            .for_each(|(xc, yc)| kernels::affine(lvl, xc, yc, m, a, b));
+            .for_each(|(xc, yc)| kernels::affine(lvl, xc, yc, mab, &[]));
     } else {
-        kernels::affine(lvl, x, y, m, a, b);
+        kernels::affine(lvl, x, y, mab, pf);
     }
 }
 
@@ -179,9 +185,9 @@ pub fn group_norm_backward_into<T: Float>(
     let lvl = simd::active_level();
     let len = g.group_len();
     let (hw, cg) = (g.hw, g.cg);
-    x.data()
-        .par_chunks(len)
-        .zip(dout.data().par_chunks(len))
+    let (xall, dyall) = (x.data(), dout.data());
+    xall.par_chunks(len)
+        .zip(dyall.par_chunks(len))
         .zip(dx.into_data().par_chunks_mut(len))
         .zip(ws.par_chunks_mut(2 * cg))
         .enumerate()
@@ -196,8 +202,10 @@ pub fn group_norm_backward_into<T: Float>(
                     segs.leaves(),
                     segs.par_min(),
                     &|i| {
+                        // Prefetch the next leaf within the group.
                         let r = segs.leaf(i);
-                        kernels::dot_sums(lvl, &xs[r.clone()], &dys[r], m)
+                        let nx = Strided::range(r.end.min(len)..(r.end + r.len()).min(len));
+                        kernels::dot_sums(lvl, xs, dys, m, segs.stat_leaf(i), nx)
                     },
                     &add2,
                 );
@@ -222,7 +230,11 @@ pub fn group_norm_backward_into<T: Float>(
             let k0 = T::from_f64(-is * sg / lf);
             let channel = |(k, ((xc, dc), oc)): (usize, SlabIo<'_, T>)| {
                 let k1 = T::from_f64(gamma[c0 + k].to_f64() * is);
-                dx_par(lvl, xc, dc, oc, [m, k1, k2, k0]);
+                // Prefetch the same channel of the next group.
+                let o = ng * len + k * hw;
+                let nx = shifted(o..o + hw, len, xall.len());
+                let pf = [&xall[nx.clone()], &dyall[nx]];
+                dx_par(lvl, xc, dc, oc, [m, k1, k2, k0], pf);
             };
             if len >= PAR_ELEMS {
                 let it = xs.par_chunks(hw).zip(dys.par_chunks(hw));
@@ -255,14 +267,14 @@ pub fn group_norm_backward_into<T: Float>(
 type SlabIo<'a, T> = ((&'a [T], &'a [T]), &'a mut [T]);
 
 /// Train-mode `dx` on a slice, split into rayon tasks when long.
-fn dx_par<T: Float>(lvl: Level, x: &[T], dy: &[T], dx: &mut [T], k: [T; 4]) {
+fn dx_par<T: Float>(lvl: Level, x: &[T], dy: &[T], dx: &mut [T], k: [T; 4], pf: [&[T]; 2]) {
     if x.len() >= PAR_ELEMS {
         let step = PAR_ELEMS / 2;
         x.par_chunks(step)
             .zip(dy.par_chunks(step))
             .zip(dx.par_chunks_mut(step))
-            .for_each(|((xc, dc), oc)| kernels::dx_train(lvl, xc, dc, oc, k));
+            .for_each(|((xc, dc), oc)| kernels::dx_train(lvl, xc, dc, oc, k, [&[], &[]]));
     } else {
-        kernels::dx_train(lvl, x, dy, dx, k);
+        kernels::dx_train(lvl, x, dy, dx, k, pf);
     }
 }

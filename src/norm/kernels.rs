@@ -171,11 +171,114 @@ impl Segments {
         (PAR_ELEMS / self.len.min(CHUNK)).max(2)
     }
 
+    /// Segments per statistics leaf: short segments are grouped so that a leaf holds up to
+    /// [`CHUNK`] values (one dispatch and one lane reduction per leaf).
+    fn per_leaf(&self) -> usize {
+        if self.per_seg == 1 {
+            (CHUNK / self.len).max(1)
+        } else {
+            1
+        }
+    }
+
+    /// Number of statistics leaves.
+    pub(super) fn stat_leaves(&self) -> usize {
+        if self.per_seg == 1 {
+            self.count.div_ceil(self.per_leaf())
+        } else {
+            self.leaves()
+        }
+    }
+
+    /// Statistics leaf `i`: several whole segments, or one piece of a long segment.
+    pub(super) fn stat_leaf(&self, i: usize) -> Strided {
+        if self.per_seg == 1 {
+            let k = self.per_leaf();
+            Strided {
+                start: self.start + i * k * self.stride,
+                stride: self.stride,
+                count: k.min(self.count - i * k),
+                len: self.len,
+            }
+        } else {
+            let r = self.leaf(i);
+            Strided {
+                start: r.start,
+                stride: r.len(),
+                count: 1,
+                len: r.len(),
+            }
+        }
+    }
+
+    /// Statistics leaf `i + 1`, or nothing after the last (what leaf `i` prefetches).
+    pub(super) fn stat_next(&self, i: usize) -> Strided {
+        if i + 1 < self.stat_leaves() {
+            self.stat_leaf(i + 1)
+        } else {
+            Strided::EMPTY
+        }
+    }
+
+    /// Leaves of statistics per parallel task.
+    pub(super) fn stat_par_min(&self) -> usize {
+        (PAR_ELEMS / (self.len * self.per_leaf()).min(CHUNK)).max(2)
+    }
+
     /// Element range of leaf `i` (non-empty).
     pub(super) fn leaf(&self, i: usize) -> std::ops::Range<usize> {
         let (s, k) = (i / self.per_seg, i % self.per_seg);
         let base = self.start + s * self.stride;
         base + k * self.len / self.per_seg..base + (k + 1) * self.len / self.per_seg
+    }
+}
+
+/// `count` equal segments `x[start + j·stride..][..len]`, `j < count`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Strided {
+    start: usize,
+    stride: usize,
+    count: usize,
+    len: usize,
+}
+
+impl Strided {
+    /// No segments.
+    pub(super) const EMPTY: Strided = Strided {
+        start: 0,
+        stride: 0,
+        count: 0,
+        len: 0,
+    };
+
+    /// A single contiguous range.
+    pub(super) fn range(r: std::ops::Range<usize>) -> Strided {
+        Strided {
+            start: r.start,
+            stride: r.len(),
+            count: 1,
+            len: r.len(),
+        }
+    }
+
+    /// Segment `j` of `x`, or an empty slice if `j` is past the last segment or out of `x`.
+    #[inline(always)]
+    fn get<'a, T>(&self, x: &'a [T], j: usize) -> &'a [T] {
+        if j >= self.count {
+            return &[];
+        }
+        let a = (self.start + j * self.stride).min(x.len());
+        &x[a..(a + self.len).min(x.len())]
+    }
+
+    /// Value number `t` (segment-major).
+    #[inline(always)]
+    fn at<T: Copy>(&self, x: &[T], t: usize) -> T {
+        x[self.start + (t / self.len) * self.stride + t % self.len]
+    }
+
+    fn total(&self) -> usize {
+        self.count * self.len
     }
 }
 
@@ -213,110 +316,212 @@ macro_rules! dispatch {
     };
 }
 
+/// Sum of the lanes: folded in halves (vector adds in `T`) down to 8 lanes, then added in
+/// `f64`. `L` is a power of two.
 #[inline(always)]
 fn hsum<T: Float, const L: usize>(acc: &[T; L]) -> f64 {
+    let mut v = *acc;
+    let mut w = L;
+    while w > 8 {
+        w /= 2;
+        let (lo, hi) = v.split_at_mut(w);
+        for (a, &b) in lo.iter_mut().zip(&hi[..w]) {
+            *a += b;
+        }
+    }
     let mut s = 0.0;
-    for v in acc {
-        s += v.to_f64();
+    for x in &v[..w] {
+        s += x.to_f64();
     }
     s
 }
 
-/// Moments of a non-empty slice: pass 1 finds a pivot (first element plus the mean of the
-/// deviations from it), pass 2 sums deviations from the pivot and their squares. A constant
-/// slice gets its value as mean and exactly zero `M2`.
+/// Prefetches the cache lines of `next[i0..i0 + n]` (clamped to `next`): the kernels that
+/// stream a leaf from memory prefetch the next leaf at the rate they consume this one, so
+/// that short strided slabs (a 4 KiB page each) do not wait for the hardware prefetcher.
 #[inline(always)]
-fn moments_body<T: Float, const L: usize>(x: &[T]) -> Moments {
-    let n = x.len() as f64;
-    let x0 = x[0];
-    let mut a = [T::ZERO; L];
-    let mut it = x.chunks_exact(L);
-    for ch in &mut it {
-        for (acc, &v) in a.iter_mut().zip(ch) {
-            *acc += v - x0;
+fn prefetch<T>(next: &[T], i0: usize, n: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+        let end = (i0 + n).min(next.len());
+        let step = (64 / std::mem::size_of::<T>()).max(1);
+        let mut i = i0;
+        while i < end {
+            // SAFETY: `i < next.len()`, so the pointer is inside `next`; a prefetch is a hint
+            // that never faults, and SSE is part of the x86-64 baseline.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(next.as_ptr().add(i).cast::<i8>()) };
+            i += step;
         }
     }
-    for (acc, &v) in a.iter_mut().zip(it.remainder()) {
-        *acc += v - x0;
-    }
-    let p = T::from_f64(x0.to_f64() + hsum(&a) / n);
-    if !p.is_finite() {
-        return Moments::exact(x.iter().copied());
-    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (next, i0, n);
+}
+
+/// Values sampled (evenly spaced) to choose the first pivot of a leaf.
+const PIVOT_SAMPLE: usize = 16;
+
+/// `(Σ (x − p), Σ (x − p)²)` over the segments, in `f64` (lanes summed in `T`),
+/// prefetching segment `j` of `pf` while segment `j` is read.
+#[inline(always)]
+fn shifted_sums<T: Float, const L: usize>(x: &[T], seg: Strided, p: T, pf: Strided) -> (f64, f64) {
     let (mut d, mut s) = ([T::ZERO; L], [T::ZERO; L]);
-    let mut it = x.chunks_exact(L);
-    for ch in &mut it {
-        for ((dv, sv), &v) in d.iter_mut().zip(s.iter_mut()).zip(ch) {
+    for j in 0..seg.count {
+        let (xs, next) = (seg.get(x, j), pf.get(x, j));
+        let mut it = xs.chunks_exact(L);
+        for (k, ch) in (&mut it).enumerate() {
+            if L >= 16 {
+                prefetch(next, k * L, L);
+            }
+            for ((dv, sv), &v) in d.iter_mut().zip(s.iter_mut()).zip(ch) {
+                let t = v - p;
+                *dv += t;
+                *sv += t * t;
+            }
+        }
+        for ((dv, sv), &v) in d.iter_mut().zip(s.iter_mut()).zip(it.remainder()) {
             let t = v - p;
             *dv += t;
             *sv += t * t;
         }
     }
-    for ((dv, sv), &v) in d.iter_mut().zip(s.iter_mut()).zip(it.remainder()) {
-        let t = v - p;
-        *dv += t;
-        *sv += t * t;
+    (hsum(&d), hsum(&s))
+}
+
+/// Moments of the (non-empty) segments `seg` of `x`, in one pass in the common case: sums
+/// of deviations from a pivot and of their squares, `M2 = Σ(x − p)² − (Σ(x − p))²/n`. The
+/// pivot is the mean of [`PIVOT_SAMPLE`] evenly spaced values (as `x₀ + mean(xᵢ − x₀)`, so a
+/// constant leaf gets exactly its value and zero `M2`). If the pivot turns out farther from
+/// the mean than the standard deviation (`n·(μ − p)² > M2`, where the subtraction would lose
+/// more than one bit), the sums are taken again about the mean: the corrected two-pass
+/// algorithm. Non-finite results are recomputed by [`Moments::exact`].
+#[inline(always)]
+fn moments_body<T: Float, const L: usize>(x: &[T], seg: Strided, pf: Strided) -> Moments {
+    let total = seg.total();
+    let n = total as f64;
+    let x0 = seg.at(x, 0);
+    let k = total.min(PIVOT_SAMPLE);
+    let mut a = 0.0;
+    for i in 0..k {
+        a += (seg.at(x, i * total / k) - x0).to_f64();
     }
-    let mo = Moments::from_shifted(n, p.to_f64(), hsum(&d), hsum(&s));
+    let exact = || Moments::exact((0..total).map(|t| seg.at(x, t)));
+    let p = T::from_f64(x0.to_f64() + a / k as f64);
+    if !p.is_finite() {
+        return exact();
+    }
+    let (d, s) = shifted_sums::<T, L>(x, seg, p, pf);
+    let mut mo = Moments::from_shifted(n, p.to_f64(), d, s);
+    if mo.is_finite() && 2.0 * d * d / n > s {
+        let p = T::from_f64(mo.mean);
+        let (d, s) = shifted_sums::<T, L>(x, seg, p, Strided::EMPTY);
+        mo = Moments::from_shifted(n, p.to_f64(), d, s);
+    }
     if mo.is_finite() {
         mo
     } else {
-        Moments::exact(x.iter().copied())
+        exact()
     }
 }
 
 dispatch!(
-    /// Moments of a non-empty slice (see `moments_body`).
-    fn moments => moments_body(x: &[T]) -> Moments
+    /// Moments of the segments `seg` of `x` (see `moments_body`), prefetching `pf`.
+    fn moments => moments_body(x: &[T], seg: Strided, pf: Strided) -> Moments
 );
 
-/// `(Σ dy, Σ dy·(x − m))` over equal-length slices.
+/// `(Σ dy, Σ dy·(x − m))` over the segments `seg` of `x` and `dy`, prefetching `pf` of both.
 #[inline(always)]
-fn dot_sums_body<T: Float, const L: usize>(x: &[T], dy: &[T], m: T) -> (f64, f64) {
+fn dot_sums_body<T: Float, const L: usize>(
+    x: &[T],
+    dy: &[T],
+    m: T,
+    seg: Strided,
+    pf: Strided,
+) -> (f64, f64) {
     let (mut sd, mut sdx) = ([T::ZERO; L], [T::ZERO; L]);
-    let (mut ix, mut id) = (x.chunks_exact(L), dy.chunks_exact(L));
-    for (cx, cd) in (&mut ix).zip(&mut id) {
-        for (((a, b), &xv), &dv) in sd.iter_mut().zip(sdx.iter_mut()).zip(cx).zip(cd) {
+    for j in 0..seg.count {
+        let (xs, ds) = (seg.get(x, j), seg.get(dy, j));
+        let (nx, nd) = (pf.get(x, j), pf.get(dy, j));
+        let (mut ix, mut id) = (xs.chunks_exact(L), ds.chunks_exact(L));
+        for (k, (cx, cd)) in (&mut ix).zip(&mut id).enumerate() {
+            if L >= 16 {
+                prefetch(nx, k * L, L);
+                prefetch(nd, k * L, L);
+            }
+            for (((a, b), &xv), &dv) in sd.iter_mut().zip(sdx.iter_mut()).zip(cx).zip(cd) {
+                *a += dv;
+                *b += dv * (xv - m);
+            }
+        }
+        let (rx, rd) = (ix.remainder(), id.remainder());
+        for (((a, b), &xv), &dv) in sd.iter_mut().zip(sdx.iter_mut()).zip(rx).zip(rd) {
             *a += dv;
             *b += dv * (xv - m);
         }
-    }
-    let (rx, rd) = (ix.remainder(), id.remainder());
-    for (((a, b), &xv), &dv) in sd.iter_mut().zip(sdx.iter_mut()).zip(rx).zip(rd) {
-        *a += dv;
-        *b += dv * (xv - m);
     }
     (hsum(&sd), hsum(&sdx))
 }
 
 dispatch!(
-    /// `(Σ dy, Σ dy·(x − m))` in `f64` (lanes summed in `T`).
-    fn dot_sums => dot_sums_body(x: &[T], dy: &[T], m: T) -> (f64, f64)
+    /// `(Σ dy, Σ dy·(x − m))` in `f64` (lanes summed in `T`), prefetching `pf`.
+    fn dot_sums => dot_sums_body(x: &[T], dy: &[T], m: T, seg: Strided, pf: Strided) -> (f64, f64)
 );
 
 #[inline(always)]
-fn affine_body<T: Float, const L: usize>(x: &[T], y: &mut [T], m: T, a: T, b: T) {
-    for (yv, &xv) in y.iter_mut().zip(x) {
+fn affine_body<T: Float, const L: usize>(x: &[T], y: &mut [T], mab: [T; 3], pf: &[T]) {
+    let [m, a, b] = mab;
+    let (mut xi, mut yi) = (x.chunks_exact(L), y.chunks_exact_mut(L));
+    for (k, (xc, yc)) in (&mut xi).zip(&mut yi).enumerate() {
+        if L >= 16 {
+            prefetch(pf, k * L, L);
+        }
+        for (yv, &xv) in yc.iter_mut().zip(xc) {
+            *yv = (xv - m) * a + b;
+        }
+    }
+    for (yv, &xv) in yi.into_remainder().iter_mut().zip(xi.remainder()) {
         *yv = (xv - m) * a + b;
     }
 }
 
 dispatch!(
-    /// `y = (x − m)·a + b` element-wise (a constant input with `x = m` gives exactly `b`).
-    fn affine => affine_body(x: &[T], y: &mut [T], m: T, a: T, b: T)
+    /// `y = (x − m)·a + b` element-wise with `mab = [m, a, b]` (a constant input with
+    /// `x = m` gives exactly `b`), prefetching `pf` (the data of the next task).
+    fn affine => affine_body(x: &[T], y: &mut [T], mab: [T; 3], pf: &[T])
 );
 
 #[inline(always)]
-fn dx_train_body<T: Float, const L: usize>(x: &[T], dy: &[T], dx: &mut [T], k: [T; 4]) {
+fn dx_train_body<T: Float, const L: usize>(
+    x: &[T],
+    dy: &[T],
+    dx: &mut [T],
+    k: [T; 4],
+    pf: [&[T]; 2],
+) {
     let [m, k1, k2, k0] = k;
-    for ((o, &xv), &dv) in dx.iter_mut().zip(x).zip(dy) {
+    let (mut xi, mut di, mut oi) = (
+        x.chunks_exact(L),
+        dy.chunks_exact(L),
+        dx.chunks_exact_mut(L),
+    );
+    for (j, ((xc, dc), oc)) in (&mut xi).zip(&mut di).zip(&mut oi).enumerate() {
+        if L >= 16 {
+            prefetch(pf[0], j * L, L);
+            prefetch(pf[1], j * L, L);
+        }
+        for ((o, &xv), &dv) in oc.iter_mut().zip(xc).zip(dc) {
+            *o = k1 * dv + (k2 * (xv - m) + k0);
+        }
+    }
+    let rem = oi.into_remainder().iter_mut().zip(xi.remainder());
+    for ((o, &xv), &dv) in rem.zip(di.remainder()) {
         *o = k1 * dv + (k2 * (xv - m) + k0);
     }
 }
 
 dispatch!(
-    /// `dx = k1·dy + k2·(x − m) + k0` with `k = [m, k1, k2, k0]`.
-    fn dx_train => dx_train_body(x: &[T], dy: &[T], dx: &mut [T], k: [T; 4])
+    /// `dx = k1·dy + k2·(x − m) + k0` with `k = [m, k1, k2, k0]`, prefetching `pf`.
+    fn dx_train => dx_train_body(x: &[T], dy: &[T], dx: &mut [T], k: [T; 4], pf: [&[T]; 2])
 );
 
 #[inline(always)]

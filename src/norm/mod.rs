@@ -24,9 +24,10 @@
 //! into caller buffers (group-norm backward takes an `f64` workspace of
 //! [`group_norm_backward_workspace_len`] values; the others need none). They:
 //!
-//! - take the statistics in one pass over the data per leaf of at most 4096 values (a
-//!   pivot, then sums of deviations from it and of their squares — numerically a two-pass
-//!   over a block in L1), combine leaves with Chan's formula in `f64`, then apply
+//! - take the statistics in one pass over the data: per leaf of at most 4096 values, sums
+//!   of deviations from a sampled pivot and of their squares (taken again about the leaf's
+//!   mean, from L1, if the pivot was farther from it than the standard deviation — the
+//!   corrected two-pass algorithm), then combine leaves with Chan's formula in `f64`; apply
 //!   `y = (x − μ)·a + β` with `a = γ·inv_std` in one fused pass; the backward takes `Σ dy`
 //!   and `Σ dy·(x − μ)` in one pass and writes `dx` in a second;
 //! - run in parallel with rayon (over channels, over (image, group) pairs, and over the
