@@ -18,11 +18,63 @@ use crate::cases::{self, Case, Dir, Imp, Problem};
 /// Naive kernels whose single pass is estimated above this are not benchmarked.
 pub const NAIVE_LIMIT_S: f64 = 1.0;
 
-/// Registers the benchmarks of every case whose `op()` is one of `ops`, in f32.
+/// Registers the benchmarks of every case whose `op()` is one of `ops`, in f32. Cases that
+/// criterion's name filter would skip entirely are not even set up (see [`plain_filter`]).
 pub fn bench_ops(c: &mut Criterion, ops: &[&str]) {
+    let filter = plain_filter(std::env::args().skip(1));
     for case in cases::CASES.iter().filter(|k| ops.contains(&k.op())) {
-        bench_case(c, case);
+        let wanted = filter.as_deref().is_none_or(|f| {
+            ["fast", "naive"].iter().any(|imp| {
+                Dir::BOTH
+                    .iter()
+                    .any(|d| format!("{}/{imp}/{}", case.name, d.label()).contains(f))
+            })
+        });
+        if wanted {
+            bench_case(c, case);
+        }
     }
+}
+
+/// Criterion's positional FILTER argument, if there is one and it is a plain word (letters,
+/// digits, `_`, `/`), for which criterion's regex match is a substring match. `None` (set up
+/// every case; criterion still filters) for no filter or any other regex.
+fn plain_filter(args: impl Iterator<Item = String>) -> Option<String> {
+    // Criterion 0.5's options that take a value (`--opt value`); all others are flags.
+    const WITH_VALUE: &[&str] = &[
+        "-c",
+        "--color",
+        "--colour",
+        "-s",
+        "--save-baseline",
+        "-b",
+        "--baseline",
+        "--baseline-lenient",
+        "--format",
+        "--profile-time",
+        "--load-baseline",
+        "--sample-size",
+        "--warm-up-time",
+        "--measurement-time",
+        "--nresamples",
+        "--noise-threshold",
+        "--confidence-level",
+        "--significance-level",
+        "--plotting-backend",
+        "--output-format",
+    ];
+    let mut args = args;
+    while let Some(a) = args.next() {
+        if WITH_VALUE.contains(&a.as_str()) {
+            args.next();
+        } else if !a.starts_with('-') {
+            let plain = a
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '/');
+            return plain.then_some(a);
+        }
+    }
+    None
 }
 
 fn throughput(case: &Case, dir: Dir) -> Throughput {
