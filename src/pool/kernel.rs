@@ -401,6 +401,8 @@ unsafe fn fwd_row_nr<
         scalar_range(x, p, i, j0..vlo, j0, out, &mut idx);
     }
     let (rows, kw_) = ((i, j0, nrows, dr0), kw);
+    // The `one` calls below (unsafe fns, called from this unsafe fn's body) rely on this
+    // function's contract: the CPU supports V::LEVEL.
     let fits = |j: usize| j * SW - p.pw + ext <= p.w;
     let mut j = vlo;
     while j < vhi {
