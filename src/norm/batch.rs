@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use super::kernels::{self, add2, par_for, tree, Moments, Segments, SharedMut};
+use super::kernels::{self, add2, par_for, tree, Moments, Segments, SharedMut, SLABS};
 use super::{
     check_dout, rows, BatchNormCache, BatchNormGeometry, BatchNormMode, BatchNormParams, NormGrads,
 };
@@ -399,6 +399,18 @@ fn backward_into<T: Float>(
     Ok(())
 }
 
+/// Runs `f` on the leaves of `segs` in batches of at most [`SLABS`] consecutive leaves (one
+/// kernel call each), batches in parallel above the segments' parallel grain.
+fn for_slabs<F: Fn(std::ops::Range<usize>) + Sync>(segs: &Segments, f: &F) {
+    let n = segs.leaves();
+    par_for(
+        0,
+        n.div_ceil(SLABS),
+        (segs.par_min() / SLABS).max(1),
+        &|b| f(b * SLABS..((b + 1) * SLABS).min(n)),
+    );
+}
+
 /// `r` shifted by `by`, clamped to `len` (the same leaf of the next channel or group).
 pub(super) fn shifted(r: std::ops::Range<usize>, by: usize, len: usize) -> std::ops::Range<usize> {
     (r.start + by).min(len)..(r.end + by).min(len)
@@ -457,19 +469,27 @@ fn backward_channels<T: Float>(
             *dg = T::from_f64(is * sdx);
             let gm = gamma[ch].to_f64();
             let k = dx_coefs(m, gm, is, sd, sdx, count);
-            par_for(0, segs.leaves(), segs.par_min(), &|i| {
-                let r = segs.leaf(i);
-                // SAFETY: leaf `i` of channel `ch` lies in slab (image, ch); all live pieces
-                // are distinct leaves or distinct channels, hence disjoint.
-                let out = unsafe { dxs.piece(r.clone()) };
+            for_slabs(&segs, &|leaves| {
+                let (mut xs, mut dys) = ([&x[..0]; SLABS], [&x[..0]; SLABS]);
+                let mut outs: [&mut [T]; SLABS] = Default::default();
+                for (j, i) in leaves.clone().enumerate() {
+                    let r = segs.leaf(i);
+                    // SAFETY: leaf `i` of channel `ch` lies in slab (image, ch); all live
+                    // pieces are distinct leaves or distinct channels, hence disjoint.
+                    outs[j] = unsafe { dxs.piece(r.clone()) };
+                    xs[j] = &x[r.clone()];
+                    dys[j] = &dy[r];
+                }
+                let b = leaves.len();
+                let (xs, dys, outs) = (&xs[..b], &dys[..b], &mut outs[..b]);
                 match cache.mode {
-                    BatchNormMode::Train => {
-                        let nx = shifted(r.clone(), g.hw, x.len());
-                        let pf = [&x[nx.clone()], &dy[nx]];
-                        kernels::dx_train(lvl, &x[r.clone()], &dy[r], out, k, pf)
-                    }
+                    BatchNormMode::Train => kernels::dx_slabs(lvl, xs, dys, outs, k),
                     // The statistics are constants in test mode: dx = γ·inv_std·dy.
-                    BatchNormMode::Test => kernels::scale(lvl, &dy[r], out, k[1]),
+                    BatchNormMode::Test => {
+                        for (o, d) in outs.iter_mut().zip(dys) {
+                            kernels::scale(lvl, d, o, k[1]);
+                        }
+                    }
                 }
             });
         });

@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 
 use super::batch::{check_len, check_out, shifted};
-use super::kernels::{self, add2, tree, Moments, Segments, Strided, PAR_ELEMS};
+use super::kernels::{self, add2, tree, Moments, Segments, Strided, CHUNK, PAR_ELEMS};
 use super::{check_dout, GroupNormCache, GroupNormGeometry, GroupNormParams, NormGrads};
 use crate::alloc::zeroed_vec;
 use crate::error::{Error, Result};
@@ -95,10 +95,9 @@ pub fn group_norm_forward_into<T: Float>(
                 let it = xs.par_chunks(g.hw).zip(ys.par_chunks_mut(g.hw));
                 it.enumerate().for_each(channel);
             } else {
-                xs.chunks(g.hw)
-                    .zip(ys.chunks_mut(g.hw))
-                    .enumerate()
-                    .for_each(channel);
+                // The whole group in one call.
+                let gb = [&gamma[c0..c0 + g.cg], &beta[c0..c0 + g.cg]];
+                kernels::affine_group(lvl, xs, ys, g.hw, mt, is, gb);
             }
         });
     Ok(())
@@ -215,6 +214,12 @@ pub fn group_norm_backward_into<T: Float>(
             };
             if len >= PAR_ELEMS {
                 wg.par_chunks_mut(2).enumerate().for_each(sums);
+            } else if hw <= CHUNK {
+                // One leaf per channel: all the group's channels in one call.
+                kernels::group_sums(lvl, xs, dys, m, hw, wg);
+                for w in wg.chunks_exact_mut(2) {
+                    w[1] *= is;
+                }
             } else {
                 wg.chunks_mut(2).enumerate().for_each(sums);
             }
@@ -241,8 +246,9 @@ pub fn group_norm_backward_into<T: Float>(
                 let it = xs.par_chunks(hw).zip(dys.par_chunks(hw));
                 it.zip(dxs.par_chunks_mut(hw)).enumerate().for_each(channel);
             } else {
-                let it = xs.chunks(hw).zip(dys.chunks(hw));
-                it.zip(dxs.chunks_mut(hw)).enumerate().for_each(channel);
+                // The whole group in one call.
+                let gi = (&gamma[c0..c0 + cg], is);
+                kernels::dx_group(lvl, [xs, dys], dxs, hw, [m, m, k2, k0], gi);
             }
         });
     // dγ_c, dβ_c: the images' shares summed in image order.

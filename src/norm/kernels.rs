@@ -466,15 +466,13 @@ fn dot_sums_body<T: Float, const L: usize>(
     // A product dy·(x − m) or a lane sum overflowed `T` (or the data is not finite): redo
     // the sums in `f64`, as the naive kernels do, where only non-finite data stays
     // non-finite.
-    let (mut a, mut b) = (0.0, 0.0);
-    for j in 0..seg.count {
-        for (&xv, &dv) in seg.get(x, j).iter().zip(seg.get(dy, j)) {
+    (0..seg.count).fold((0.0, 0.0), |acc, j| {
+        let (xs, ds) = (seg.get(x, j), seg.get(dy, j));
+        xs.iter().zip(ds).fold(acc, |(a, b), (&xv, &dv)| {
             let dv = dv.to_f64();
-            a += dv;
-            b += dv * (xv.to_f64() - m.to_f64());
-        }
-    }
-    (a, b)
+            (a + dv, b + dv * (xv.to_f64() - m.to_f64()))
+        })
+    })
 }
 
 dispatch!(
@@ -491,6 +489,7 @@ fn affine_body<T: Float, const L: usize>(x: &[T], y: &mut [T], mab: [T; 3], pf: 
         if L >= 16 {
             prefetch(pf, k * L, L);
         }
+        let (xc, yc): (&[T; L], &mut [T; L]) = (xc.try_into().unwrap(), yc.try_into().unwrap());
         for (yv, &xv) in yc.iter_mut().zip(xc) {
             *yv = (xv - m) * a + b;
         }
@@ -504,6 +503,56 @@ dispatch!(
     /// `y = (x − m)·a + b` element-wise with `mab = [m, a, b]` (a constant input with
     /// `x = m` gives exactly `b`), prefetching `pf` (the data of the next task).
     fn affine => affine_body(x: &[T], y: &mut [T], mab: [T; 3], pf: &[T])
+);
+
+#[inline(always)]
+fn affine_group_body<T: Float, const L: usize>(
+    x: &[T],
+    y: &mut [T],
+    hw: usize,
+    m: T,
+    is: f64,
+    gamma_beta: [&[T]; 2],
+) {
+    let [gamma, beta] = gamma_beta;
+    let runs = x
+        .chunks(hw)
+        .zip(y.chunks_mut(hw))
+        .zip(gamma.iter().zip(beta));
+    for ((xc, yc), (&g, &b)) in runs {
+        let a = T::from_f64(g.to_f64() * is);
+        for (yv, &xv) in yc.iter_mut().zip(xc) {
+            *yv = (xv - m) * a + b;
+        }
+    }
+}
+
+dispatch!(
+    /// The affine map of a whole (image, group) in one call: channel `k`'s run
+    /// `x[k·hw..][..hw]` gets `y = (x − m)·a_k + β_k` with `a_k = γ_k·is` (as [`affine`] on
+    /// each run).
+    fn affine_group => affine_group_body(
+        x: &[T], y: &mut [T], hw: usize, m: T, is: f64, gamma_beta: [&[T]; 2]
+    )
+);
+
+#[inline(always)]
+fn group_sums_body<T: Float, const L: usize>(x: &[T], dy: &[T], m: T, hw: usize, out: &mut [f64]) {
+    let len = x.len();
+    for (k, w) in out.chunks_exact_mut(2).enumerate() {
+        let r = k * hw..(k + 1) * hw;
+        let next = Strided::range(r.end.min(len)..(r.end + hw).min(len));
+        let (sd, sdx) = dot_sums_body::<T, L>(x, dy, m, Strided::range(r), next);
+        w[0] = sd;
+        w[1] = sdx;
+    }
+}
+
+dispatch!(
+    /// Per channel `k` of a group whose runs are at most [`CHUNK`] long:
+    /// `out[2k..2k + 2] = (Σ dy, Σ dy·(x − m))` over `x[k·hw..][..hw]` (exactly as
+    /// [`dot_sums`] on each run), prefetching the next run.
+    fn group_sums => group_sums_body(x: &[T], dy: &[T], m: T, hw: usize, out: &mut [f64])
 );
 
 #[inline(always)]
@@ -525,6 +574,8 @@ fn dx_train_body<T: Float, const L: usize>(
             prefetch(pf[0], j * L, L);
             prefetch(pf[1], j * L, L);
         }
+        let (xc, dc): (&[T; L], &[T; L]) = (xc.try_into().unwrap(), dc.try_into().unwrap());
+        let oc: &mut [T; L] = oc.try_into().unwrap();
         for ((o, &xv), &dv) in oc.iter_mut().zip(xc).zip(dc) {
             *o = k1 * dv + (k2 * (xv - m) + k0);
         }
@@ -538,6 +589,57 @@ fn dx_train_body<T: Float, const L: usize>(
 dispatch!(
     /// `dx = k1·dy + k2·(x − m) + k0` with `k = [m, k1, k2, k0]`, prefetching `pf`.
     fn dx_train => dx_train_body(x: &[T], dy: &[T], dx: &mut [T], k: [T; 4], pf: [&[T]; 2])
+);
+
+#[inline(always)]
+fn dx_group_body<T: Float, const L: usize>(
+    xdy: [&[T]; 2],
+    dx: &mut [T],
+    hw: usize,
+    k: [T; 4],
+    gamma_is: (&[T], f64),
+) {
+    let ([x, dy], (gamma, is)) = (xdy, gamma_is);
+    let [m, _, k2, k0] = k;
+    let runs = x.chunks(hw).zip(dy.chunks(hw)).zip(dx.chunks_mut(hw));
+    for (((xc, dc), oc), &g) in runs.zip(gamma) {
+        let k1 = T::from_f64(g.to_f64() * is);
+        for ((o, &xv), &dv) in oc.iter_mut().zip(xc).zip(dc) {
+            *o = k1 * dv + (k2 * (xv - m) + k0);
+        }
+    }
+}
+
+dispatch!(
+    /// `dx` of a whole (image, group) in one call: channel `c`'s run gets [`dx_train`] with
+    /// `k1 = γ_c·is` in place of `k[1]`.
+    fn dx_group => dx_group_body(
+        xdy: [&[T]; 2], dx: &mut [T], hw: usize, k: [T; 4], gamma_is: (&[T], f64)
+    )
+);
+
+/// Slabs per dispatched call of [`dx_slabs`] (short slabs cost a call each otherwise).
+pub(super) const SLABS: usize = 16;
+
+#[inline(always)]
+fn dx_slabs_body<T: Float, const L: usize>(
+    x: &[&[T]],
+    dy: &[&[T]],
+    dx: &mut [&mut [T]],
+    k: [T; 4],
+) {
+    let [m, k1, k2, k0] = k;
+    for ((o, xs), ds) in dx.iter_mut().zip(x).zip(dy) {
+        for ((o, &xv), &dv) in o.iter_mut().zip(xs.iter()).zip(ds.iter()) {
+            *o = k1 * dv + (k2 * (xv - m) + k0);
+        }
+    }
+}
+
+dispatch!(
+    /// [`dx_train`] on several slabs (`dx[j]` from `x[j]`, `dy[j]`) in one call, without
+    /// prefetch.
+    fn dx_slabs => dx_slabs_body(x: &[&[T]], dy: &[&[T]], dx: &mut [&mut [T]], k: [T; 4])
 );
 
 #[inline(always)]

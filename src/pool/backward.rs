@@ -5,6 +5,7 @@ use rayon::prelude::*;
 use super::forward::planes_per_task;
 use super::indices::{IndexData, MaxPool2dIndices, WinIdx};
 use super::kernel::{self, Plan};
+use super::output::zeroed_tensor;
 use super::{MaxPool2dGeometry, MaxPool2dParams, OP};
 use crate::error::{Error, Result};
 use crate::simd::{self, cast_slice, cast_slice_mut, Level};
@@ -38,6 +39,10 @@ fn one_plane<T: Float>(level: Level, x: &[T], dout: &[T], p: &Plan, dx: &mut [T]
             return kernel::bwd_plane::<f64>(level, x, d, p, dx);
         }
     }
+    if p.tiles_2x2() {
+        // `run` left dx as it was for the direct 2×2 path; the scalar loop adds into it.
+        dx.fill(T::ZERO);
+    }
     kernel::bwd_plane_scalar(x, dout, p, dx)
 }
 
@@ -54,7 +59,8 @@ fn run<T: Float>(g: &MaxPool2dGeometry, dout: &[T], x: &[T], dx: &mut [T], zeroe
         .zip(x.par_chunks(plane).with_min_len(ml))
         .zip(dout.par_chunks(oplane).with_min_len(ml))
         .for_each(|((dx, x), d)| {
-            if !zeroed {
+            // The 2×2 stride-2 path writes every element of dx.
+            if !zeroed && !p.tiles_2x2() {
                 dx.fill(T::ZERO);
             }
             one_plane(level, x, d, &p, dx)
@@ -114,6 +120,15 @@ fn check_indices(
 fn run_indices<T: Float>(g: &MaxPool2dGeometry, ix: &IndexData, dout: &[T], dx: &mut [T], z: bool) {
     let p = Plan::new(g);
     match ix {
+        IndexData::U8(v) if p.tiles_2x2() => {
+            let (plane, oplane) = (p.h * p.w, p.oh * p.ow);
+            let ml = planes_per_task(plane);
+            dx.par_chunks_mut(plane)
+                .with_min_len(ml)
+                .zip(v.par_chunks(oplane).with_min_len(ml))
+                .zip(dout.par_chunks(oplane).with_min_len(ml))
+                .for_each(|((dx, ix), d)| kernel::bwd_2x2_plane(ix, d, &p, dx));
+        }
         IndexData::U8(v) => run_indices_typed(&p, v, dout, dx, z),
         IndexData::U16(v) => run_indices_typed(&p, v, dout, dx, z),
         IndexData::U32(v) => run_indices_typed(&p, v, dout, dx, z),
@@ -134,7 +149,7 @@ pub fn backward<T: Float>(
 ) -> Result<Tensor<T>> {
     let g = MaxPool2dGeometry::new(x.shape(), p)?;
     g.check_dout(dout.shape())?;
-    let mut dx = Tensor::zeros(g.x_shape())?;
+    let mut dx = zeroed_tensor(g.x_shape())?;
     run(&g, dout.data(), x.data(), dx.data_mut(), true);
     Ok(dx)
 }
@@ -178,7 +193,7 @@ pub fn backward_with_indices<T: Float>(
     p: &MaxPool2dParams,
 ) -> Result<Tensor<T>> {
     let g = check_indices(indices, p, dout.shape())?;
-    let mut dx = Tensor::zeros(g.x_shape())?;
+    let mut dx = zeroed_tensor(g.x_shape())?;
     run_indices(&g, indices.data(), dout.data(), dx.data_mut(), true);
     Ok(dx)
 }

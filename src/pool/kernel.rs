@@ -67,6 +67,12 @@ impl Plan {
         }
     }
 
+    /// 2×2 windows, stride 2, no padding: windows tile the input without overlap, so the
+    /// backward writes `dx` directly instead of zeroing and scattering.
+    pub fn tiles_2x2(&self) -> bool {
+        (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw) == (2, 2, 2, 2, 0, 0)
+    }
+
     /// In-bounds input rows `r0..r1` of output row `i`.
     #[inline(always)]
     pub fn rows(&self, i: usize) -> (usize, usize) {
@@ -112,21 +118,124 @@ pub(super) fn scalar_window<T: Float>(x: &[T], p: &Plan, i: usize, j: usize) -> 
     (best_v, dr * p.kw + dc)
 }
 
-/// Largest number of stack elements a tail chunk may copy.
-const TAIL_BUF: usize = 1024;
+/// Largest number of stack elements a narrow row's chunk may copy.
+const TAIL_BUF: usize = 256;
 /// Largest number of lanes of any vector type.
 const MAX_LANES: usize = 16;
 
-/// One chunk: the outputs of `LANES` consecutive columns of one output row, from the input
-/// window rows starting at `src[base]` (row stride `stride`, `nrows` rows, the first being
-/// window row `dr0`). Returns the maxima, their window offsets (as floats, when `IDX`), and
-/// whether any input read was NaN.
+/// Input columns a chunk of `l` outputs reads, from its first window's first column: the
+/// columns its windows cover (one more for a 1-wide window at stride 2, read as pairs).
+#[inline(always)]
+fn chunk_extent(sw: usize, kw: usize, l: usize) -> usize {
+    if sw == 2 && kw == 1 {
+        2 * l
+    } else {
+        (l - 1) * sw + kw
+    }
+}
+
+/// Running state of a chunk: maxima, their window offsets (as floats), NaN lanes seen.
+type Acc<V> = (V, V, <V as SimdVec>::Mask);
+
+/// Folds element `v` (window offset `k`) into the running state: the first element
+/// initialises it (`FIRST`), later ones replace it only where strictly greater.
+///
+/// # Safety
+/// The CPU supports `V::LEVEL`.
+#[inline(always)]
+unsafe fn step<V: SimdVec, const IDX: bool, const FIRST: bool>(st: &mut Acc<V>, v: V, k: usize) {
+    // SAFETY: the CPU supports V::LEVEL (caller).
+    unsafe {
+        if FIRST {
+            st.0 = v;
+            if IDX {
+                st.1 = V::splat(V::Elem::from_usize(k));
+            }
+        } else if IDX {
+            let m = V::gt(v, st.0);
+            st.0 = V::select(m, v, st.0);
+            st.1 = V::select(m, V::splat(V::Elem::from_usize(k)), st.1);
+        } else {
+            st.0 = V::take_gt(st.0, v);
+        }
+    }
+}
+
+/// Folds one window row (starting at `src[row]`, window offsets from `kbase`) into `st`,
+/// reading exactly [`chunk_extent`] columns; `FIRST`: this is the first row of the window.
 ///
 /// # Safety
 /// The CPU supports `V::LEVEL`. (Slice bounds are checked.)
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn chunk<V: SimdVec, const SW: usize, const IDX: bool>(
+unsafe fn fold_row<V: SimdVec, const SW: usize, const IDX: bool, const FIRST: bool>(
+    st: &mut Acc<V>,
+    src: &[V::Elem],
+    row: usize,
+    kbase: usize,
+    kw: usize,
+) {
+    let l = V::LANES;
+    // SAFETY (every block below): the CPU supports V::LEVEL (caller), and each pointer comes
+    // from a bounds-checked slice of exactly the length the method reads.
+    unsafe {
+        if SW == 1 {
+            for dc in 0..kw {
+                let s = &src[row + dc..row + dc + l];
+                let v = V::load(s.as_ptr());
+                // The loads at dc = 0 and dc = kw − 1 cover every input of the chunk when
+                // kw − 1 ≤ L; otherwise test each load.
+                if dc == 0 || dc == kw - 1 || kw > l + 1 {
+                    st.2 = V::mask_or(st.2, V::unord(v, v));
+                }
+                if FIRST && dc == 0 {
+                    step::<V, IDX, true>(st, v, kbase);
+                } else {
+                    step::<V, IDX, false>(st, v, kbase + dc);
+                }
+            }
+        } else {
+            for t in 0..kw / 2 {
+                let s = &src[row + 2 * t..row + 2 * t + 2 * l];
+                let (e, o) = V::load_deinterleave(s.as_ptr());
+                st.2 = V::mask_or(st.2, V::unord(e, o));
+                if FIRST && t == 0 {
+                    step::<V, IDX, true>(st, e, kbase);
+                } else {
+                    step::<V, IDX, false>(st, e, kbase + 2 * t);
+                }
+                step::<V, IDX, false>(st, o, kbase + 2 * t + 1);
+            }
+            if kw % 2 == 1 {
+                // The last window column: the odd half of the pair one column to the left
+                // (the pair at kw − 1 would read one column past the windows).
+                let dc = kw - 1;
+                let v = if dc == 0 {
+                    let s = &src[row..row + 2 * l];
+                    V::load_deinterleave(s.as_ptr()).0
+                } else {
+                    let s = &src[row + dc - 1..row + dc - 1 + 2 * l];
+                    V::load_deinterleave(s.as_ptr()).1
+                };
+                st.2 = V::mask_or(st.2, V::unord(v, v));
+                if FIRST && dc == 0 {
+                    step::<V, IDX, true>(st, v, kbase);
+                } else {
+                    step::<V, IDX, false>(st, v, kbase + dc);
+                }
+            }
+        }
+    }
+}
+
+/// One chunk: the outputs of `LANES` consecutive columns of one output row, from the input
+/// window rows starting at `src[base]` (row stride `stride`, `nrows` ≥ 1 rows, the first being
+/// window row `dr0`). Reads exactly [`chunk_extent`] columns of each row. Returns the maxima,
+/// their window offsets (as floats, when `IDX`), and whether any input read was NaN.
+///
+/// # Safety
+/// The CPU supports `V::LEVEL`. (Slice bounds are checked.)
+#[inline(always)]
+unsafe fn chunk<V: SimdVec, const SW: usize, const IDX: bool, const NR: usize>(
     src: &[V::Elem],
     base: usize,
     stride: usize,
@@ -134,60 +243,21 @@ unsafe fn chunk<V: SimdVec, const SW: usize, const IDX: bool>(
     dr0: usize,
     kw: usize,
 ) -> (V, V, bool) {
-    let l = V::LANES;
-    // SAFETY (every block below): the CPU supports V::LEVEL (caller), and each pointer comes
-    // from a bounds-checked slice of exactly the length the method reads.
-    let mut acc = unsafe { V::splat(V::Elem::ZERO) };
-    let mut ix = acc;
-    let mut nan = unsafe { V::mask_none() };
-    let mut first = true;
-    let mut step = |v: V, k: usize| {
-        if first {
-            acc = v;
-            if IDX {
-                ix = unsafe { V::splat(V::Elem::from_usize(k)) };
-            }
-            first = false;
-        } else if IDX {
-            unsafe {
-                let m = V::gt(v, acc);
-                acc = V::select(m, v, acc);
-                ix = V::select(m, V::splat(V::Elem::from_usize(k)), ix);
-            }
-        } else {
-            acc = unsafe { V::take_gt(acc, v) };
+    // A row count known at compile time (NR > 0) unrolls the window completely.
+    let nrows = if NR == 0 { nrows } else { NR };
+    // SAFETY: the CPU supports V::LEVEL (caller).
+    unsafe {
+        let z = V::splat(V::Elem::ZERO);
+        let mut st: Acc<V> = (z, z, V::mask_none());
+        fold_row::<V, SW, IDX, true>(&mut st, src, base, dr0 * kw, kw);
+        for rr in 1..nrows {
+            fold_row::<V, SW, IDX, false>(&mut st, src, base + rr * stride, (dr0 + rr) * kw, kw);
         }
-    };
-    for rr in 0..nrows {
-        let row = base + rr * stride;
-        let kbase = (dr0 + rr) * kw;
-        if SW == 1 {
-            for dc in 0..kw {
-                let s = &src[row + dc..row + dc + l];
-                let v = unsafe { V::load(s.as_ptr()) };
-                // The loads at dc = 0 and dc = kw − 1 cover every input of the chunk when
-                // kw − 1 ≤ L; otherwise test each load.
-                if dc == 0 || dc == kw - 1 || kw > l + 1 {
-                    nan = unsafe { V::mask_or(nan, V::unord(v, v)) };
-                }
-                step(v, kbase + dc);
-            }
-        } else {
-            for t in 0..kw.div_ceil(2) {
-                let s = &src[row + 2 * t..row + 2 * t + 2 * l];
-                let (e, o) = unsafe { V::load_deinterleave(s.as_ptr()) };
-                nan = unsafe { V::mask_or(nan, V::unord(e, o)) };
-                step(e, kbase + 2 * t);
-                if 2 * t + 1 < kw {
-                    step(o, kbase + 2 * t + 1);
-                }
-            }
-        }
+        (st.0, st.1, V::mask_any(st.2))
     }
-    (acc, ix, unsafe { V::mask_any(nan) })
 }
 
-/// Writes outputs `j0..j1` of output row `i` with the scalar window loop.
+/// Writes outputs `js` of output row `i` with the scalar window loop (`out[j − j0]`).
 #[inline]
 fn scalar_range<T: Float>(
     x: &[T],
@@ -207,6 +277,66 @@ fn scalar_range<T: Float>(
     }
 }
 
+/// A chunk's input: (slice, start, row stride), or `None` for the scalar loop.
+type Src<'a, T> = Option<(&'a [T], usize, usize)>;
+
+/// One chunk at output column `j` of row `i` (`rows` = `(i, j0, nrows, dr0)`): stores its
+/// outputs `skip..n` into `out[j − j0 ..]`, or recomputes them with the scalar loop if the
+/// chunk read a NaN or `src` is `None`. A function, not a closure: a closure inside this
+/// generic (non-`target_feature`) code would not inherit the clone's CPU features if LLVM
+/// did not inline it, and every vector method would become a call.
+///
+/// # Safety
+/// The CPU supports `V::LEVEL`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn one<V: SimdVec, const SW: usize, const IDX: bool, const NR: usize>(
+    x: &[V::Elem],
+    p: &Plan,
+    (i, j0, nrows, dr0): (usize, usize, usize, usize),
+    kw: usize,
+    out: &mut [V::Elem],
+    idx: &mut Option<&mut [u8]>,
+    src: Src<'_, V::Elem>,
+    j: usize,
+    skip: usize,
+    n: usize,
+) {
+    let l = V::LANES;
+    let Some((src, base, stride)) = src else {
+        scalar_range(x, p, i, j + skip..j + n, j0, out, idx);
+        return;
+    };
+    // SAFETY: the CPU supports V::LEVEL (caller).
+    let (acc, ix, nan) = unsafe { chunk::<V, SW, IDX, NR>(src, base, stride, nrows, dr0, kw) };
+    if nan {
+        scalar_range(x, p, i, j + skip..j + n, j0, out, idx);
+    } else if skip == 0 && n == l {
+        let o = &mut out[j - j0..j - j0 + l];
+        // SAFETY: `o` has LANES elements; the CPU supports V::LEVEL.
+        unsafe { acc.store(o.as_mut_ptr()) };
+        if let Some(ixs) = idx.as_deref_mut() {
+            let o = &mut ixs[j - j0..j - j0 + l];
+            // SAFETY: `o` has LANES bytes; the CPU supports V::LEVEL.
+            unsafe { ix.store_u8(o.as_mut_ptr()) };
+        }
+    } else {
+        let mut a = [V::Elem::ZERO; MAX_LANES];
+        let mut b = [0u8; MAX_LANES];
+        // SAFETY: `a` and `b` hold MAX_LANES ≥ LANES elements; the CPU supports V::LEVEL.
+        unsafe {
+            acc.store(a.as_mut_ptr());
+            if IDX {
+                ix.store_u8(b.as_mut_ptr());
+            }
+        }
+        out[j + skip - j0..j + n - j0].copy_from_slice(&a[skip..n]);
+        if let Some(ixs) = idx.as_deref_mut() {
+            ixs[j + skip - j0..j + n - j0].copy_from_slice(&b[skip..n]);
+        }
+    }
+}
+
 /// Outputs `j0..j1` of output row `i` into `out` (and their `u8` window offsets into `idx`,
 /// which requires a window of at most 256 elements). `KW` is the window width when known at
 /// compile time, else 0.
@@ -222,6 +352,39 @@ pub(super) unsafe fn fwd_row<V: SimdVec, const SW: usize, const KW: usize, const
     j0: usize,
     j1: usize,
     out: &mut [V::Elem],
+    idx: Option<&mut [u8]>,
+) {
+    let (r0, r1) = p.rows(i);
+    // SAFETY: the CPU supports V::LEVEL (caller).
+    unsafe {
+        if KW != 0 && r1 - r0 == KW && p.kh == KW {
+            // Square specialised windows with all their rows inside the input.
+            fwd_row_nr::<V, SW, KW, IDX, KW>(x, p, i, j0, j1, out, idx)
+        } else {
+            fwd_row_nr::<V, SW, KW, IDX, 0>(x, p, i, j0, j1, out, idx)
+        }
+    }
+}
+
+/// [`fwd_row`] with the window's row count `NR` fixed at compile time (0: at run time).
+///
+/// # Safety
+/// The CPU supports `V::LEVEL`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn fwd_row_nr<
+    V: SimdVec,
+    const SW: usize,
+    const KW: usize,
+    const IDX: bool,
+    const NR: usize,
+>(
+    x: &[V::Elem],
+    p: &Plan,
+    i: usize,
+    j0: usize,
+    j1: usize,
+    out: &mut [V::Elem],
     mut idx: Option<&mut [u8]>,
 ) {
     let l = V::LANES;
@@ -229,52 +392,54 @@ pub(super) unsafe fn fwd_row<V: SimdVec, const SW: usize, const KW: usize, const
     let (r0, r1) = p.rows(i);
     let nrows = r1 - r0;
     let dr0 = r0 + p.ph - i * p.sh;
-    // Input columns a chunk reads, from its first window's first column.
-    let ext = if SW == 1 {
-        kw - 1 + l
-    } else {
-        2 * kw.div_ceil(2) - 2 + 2 * l
-    };
+    let ext = chunk_extent(SW, kw, l);
+    // Outputs vlo..vhi have windows inside the row; chunks of L of them fit in the row's
+    // extent (their last window ends at or before column W).
     let vlo = j0.max(p.jlo).min(j1);
     let vhi = j1.min(p.jhi).max(vlo);
-    scalar_range(x, p, i, j0..vlo, j0, out, &mut idx);
-    let mut j = vlo;
-    let mut fin = |j: usize, acc: V, ix: V, nan: bool, n: usize, out: &mut [V::Elem]| {
-        if nan {
-            scalar_range(x, p, i, j..j + n, j0, out, &mut idx);
-            return;
-        }
-        let mut a = [V::Elem::ZERO; MAX_LANES];
-        let mut b = [0u8; MAX_LANES];
-        // SAFETY: `a` and `b` hold MAX_LANES ≥ LANES elements; the CPU supports V::LEVEL.
-        unsafe {
-            acc.store(a.as_mut_ptr());
-            if IDX {
-                ix.store_u8(b.as_mut_ptr());
-            }
-        }
-        out[j - j0..j - j0 + n].copy_from_slice(&a[..n]);
-        if let Some(ixs) = idx.as_deref_mut() {
-            ixs[j - j0..j - j0 + n].copy_from_slice(&b[..n]);
-        }
-    };
-    while j + l <= vhi && j * SW - p.pw + ext <= p.w {
-        let base = r0 * p.w + j * SW - p.pw;
-        // SAFETY: the CPU supports V::LEVEL (caller).
-        let (acc, ix, nan) = unsafe { chunk::<V, SW, IDX>(x, base, p.w, nrows, dr0, kw) };
-        if !nan && !IDX {
-            // Store straight into the output.
-            let o = &mut out[j - j0..j - j0 + l];
-            // SAFETY: `o` has LANES elements; the CPU supports V::LEVEL.
-            unsafe { acc.store(o.as_mut_ptr()) };
-        } else {
-            fin(j, acc, ix, nan, l, out);
-        }
-        j += l;
+    if vlo > j0 {
+        scalar_range(x, p, i, j0..vlo, j0, out, &mut idx);
     }
-    if j < vhi {
-        // The last chunk would read past the row: run it on a zero-padded copy.
-        if nrows * ext <= TAIL_BUF {
+    let (rows, kw_) = ((i, j0, nrows, dr0), kw);
+    // The `one` calls below (unsafe fns, called from this unsafe fn's body) rely on this
+    // function's contract: the CPU supports V::LEVEL.
+    let fits = |j: usize| j * SW - p.pw + ext <= p.w;
+    let mut j = vlo;
+    while j < vhi {
+        let n = l.min(vhi - j);
+        if n == l && fits(j) {
+            one::<V, SW, IDX, NR>(
+                x,
+                p,
+                rows,
+                kw_,
+                out,
+                &mut idx,
+                Some((x, r0 * p.w + j * SW - p.pw, p.w)),
+                j,
+                0,
+                l,
+            );
+        } else if vhi - vlo >= l && j > vhi - l && fits(vhi - l) {
+            // The last L outputs, overlapping the previous chunk: the overlap is recomputed
+            // to the same values and stored again.
+            let jb = vhi - l;
+            one::<V, SW, IDX, NR>(
+                x,
+                p,
+                rows,
+                kw_,
+                out,
+                &mut idx,
+                Some((x, r0 * p.w + jb * SW - p.pw, p.w)),
+                jb,
+                0,
+                l,
+            );
+            j = vhi;
+            continue;
+        } else if nrows * ext <= TAIL_BUF {
+            // A chunk that would read past the row: run it on a zero-padded copy.
             let mut buf = [V::Elem::ZERO; TAIL_BUF];
             let c0 = j * SW - p.pw;
             let avail = ext.min(p.w - c0);
@@ -282,14 +447,26 @@ pub(super) unsafe fn fwd_row<V: SimdVec, const SW: usize, const KW: usize, const
                 let s = (r0 + rr) * p.w + c0;
                 buf[rr * ext..rr * ext + avail].copy_from_slice(&x[s..s + avail]);
             }
-            // SAFETY: the CPU supports V::LEVEL (caller).
-            let (acc, ix, nan) = unsafe { chunk::<V, SW, IDX>(&buf, 0, ext, nrows, dr0, kw) };
-            fin(j, acc, ix, nan, vhi - j, out);
+            one::<V, SW, IDX, NR>(
+                x,
+                p,
+                rows,
+                kw_,
+                out,
+                &mut idx,
+                Some((&buf, 0, ext)),
+                j,
+                0,
+                n,
+            );
         } else {
-            scalar_range(x, p, i, j..vhi, j0, out, &mut idx);
+            one::<V, SW, IDX, NR>(x, p, rows, kw_, out, &mut idx, None, j, 0, n);
         }
+        j += n;
     }
-    scalar_range(x, p, i, vhi..j1, j0, out, &mut idx);
+    if j1 > vhi {
+        scalar_range(x, p, i, vhi..j1, j0, out, &mut idx);
+    }
 }
 
 /// Outputs `j0..j1` of row `i`, choosing the specialised row kernel.
@@ -363,6 +540,29 @@ fn offset_table(p: &Plan) -> [(u16, u16); 256] {
 /// The CPU supports `V::LEVEL`.
 #[inline(always)]
 unsafe fn bwd_plane_v<V: SimdVec>(x: &[V::Elem], dout: &[V::Elem], p: &Plan, dx: &mut [V::Elem]) {
+    if p.tiles_2x2() {
+        let mut vals = [V::Elem::ZERO; SEG];
+        let mut ix = [0u8; SEG];
+        for i in 0..p.oh {
+            let (top, bot) = dx[2 * i * p.w..(2 * i + 2) * p.w].split_at_mut(p.w);
+            let mut j0 = 0;
+            while j0 < p.ow {
+                let j1 = (j0 + SEG).min(p.ow);
+                let n = j1 - j0;
+                // SAFETY: the CPU supports V::LEVEL (caller).
+                unsafe { row::<V>(x, p, i, (j0, j1), &mut vals[..n], Some(&mut ix[..n])) };
+                bwd_2x2_rows(
+                    &ix[..n],
+                    &dout[i * p.ow + j0..i * p.ow + j1],
+                    &mut top[2 * j0..2 * j1],
+                    &mut bot[2 * j0..2 * j1],
+                );
+                j0 = j1;
+            }
+        }
+        zero_2x2_margins(p, dx);
+        return;
+    }
     let table = offset_table(p);
     let mut vals = [V::Elem::ZERO; SEG];
     let mut ix = [0u8; SEG];
@@ -450,6 +650,53 @@ pub(super) fn bwd_plane<E: SimdElem>(level: Level, x: &[E], dout: &[E], p: &Plan
         // SAFETY: as for Scalar.
         _ => unsafe { bwd_plane_v::<E::Wide>(x, dout, p, dx) },
     }
+}
+
+crate::simd::multiversion! {
+    /// Rows `2i` and `2i + 1` of `dx` (their first `2·OW` columns) for a 2×2 stride-2
+    /// unpadded pooling, from output row `i`'s winners `ix` and gradients `d`: each element
+    /// is `0 + d` at its window's winner, else 0 (the naive kernel's `0 + d`, bit for bit).
+    /// Plain loops, autovectorised in each clone.
+    pub(super) fn bwd_2x2_rows<T: Float>(ix: &[u8], d: &[T], top: &mut [T], bot: &mut [T]) {
+        let z = T::ZERO;
+        let rows = top.chunks_exact_mut(2).zip(bot.chunks_exact_mut(2));
+        for ((&k, &g), (t, b)) in ix.iter().zip(d).zip(rows) {
+            let g = z + g;
+            t[0] = if k == 0 { g } else { z };
+            t[1] = if k == 1 { g } else { z };
+            b[0] = if k == 2 { g } else { z };
+            b[1] = if k == 3 { g } else { z };
+        }
+    }
+}
+
+/// Zeroes what 2×2 stride-2 windows do not cover: the last column (odd `W`) and the last
+/// row (odd `H`).
+fn zero_2x2_margins<T: Float>(p: &Plan, dx: &mut [T]) {
+    if p.w % 2 == 1 {
+        for r in 0..2 * p.oh {
+            dx[r * p.w + p.w - 1] = T::ZERO;
+        }
+    }
+    if p.h % 2 == 1 {
+        dx[(p.h - 1) * p.w..].fill(T::ZERO);
+    }
+}
+
+/// Backward of one 2×2 stride-2 unpadded plane from stored offsets: writes every element of
+/// `dx` (no zeroing needed first).
+pub(super) fn bwd_2x2_plane<T: Float>(ix: &[u8], dout: &[T], p: &Plan, dx: &mut [T]) {
+    for i in 0..p.oh {
+        let (top, bot) = dx[2 * i * p.w..(2 * i + 2) * p.w].split_at_mut(p.w);
+        let r = i * p.ow..(i + 1) * p.ow;
+        bwd_2x2_rows(
+            &ix[r.clone()],
+            &dout[r],
+            &mut top[..2 * p.ow],
+            &mut bot[..2 * p.ow],
+        );
+    }
+    zero_2x2_margins(p, dx);
 }
 
 /// Backward of one plane from stored offsets (`dx` zero on entry), outputs in row-major order.

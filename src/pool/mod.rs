@@ -13,12 +13,19 @@
 //! ([`forward`], [`forward_with_indices`], [`backward`], [`backward_with_indices`] and their
 //! allocation-free `_into` forms) give bitwise the same values, winners and gradients at
 //! every SIMD level ([`crate::simd`]) and any rayon thread count.
+//!
+//! The training-mode forward records each output's winner as its offset within the
+//! `kh × kw` window ([`MaxPool2dIndices`]: one byte per output for windows of up to 256
+//! elements), which [`backward_with_indices`] scatters through; [`backward`] recomputes the
+//! winners from `x` instead. For large tensors prefer the `_into` forms with reused buffers:
+//! a fresh multi-megabyte output costs a page fault per 4 KiB page on first touch.
 
 mod backward;
 mod forward;
 mod indices;
 mod kernel;
 pub mod naive;
+mod output;
 
 pub use backward::{backward, backward_into, backward_with_indices, backward_with_indices_into};
 pub use forward::{forward, forward_into, forward_with_indices, forward_with_indices_into};

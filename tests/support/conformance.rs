@@ -1,8 +1,8 @@
 //! The conformance runner shared by `examples/conformance.rs` and `tests/conformance.rs`
 //! (each includes this file with `#[path = "..."] mod conformance;`).
 //!
-//! A case (format: `/work/shared/conformance/FORMAT.md`, copies in
-//! `tests/data/conformance/`) is run through every registered path of its layer, in `f32`
+//! A case (format: `tests/data/conformance/FORMAT.md`, a copy of the shared conformance
+//! format, with the cases beside it) is run through every registered path of its layer, in `f32`
 //! and in `f64`. Paths marked `simd` run once per SIMD level the CPU supports.
 //!
 //! # Registering a path
