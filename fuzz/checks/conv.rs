@@ -109,7 +109,8 @@ pub fn check(data: &[u8]) {
                 .is_none_or(|v| v > usize::MAX as u128)
                 || xs.checked_len().is_none()
                 || ws.checked_len().is_none()
-                || column_overflow(&case, s);
+                || column_overflow(&case, s)
+                || axis_overflow(&case);
             assert!(
                 overflow && matches!(e, Error::TooLarge { .. }),
                 "{ctx}: refused a valid problem: {e}"
@@ -167,6 +168,16 @@ pub fn check(data: &[u8]) {
         // The naive f64 result, rounded, is a reference for the naive f32 one.
         cross_dtype(&ctx, &g, &r32, &r64);
     }
+}
+
+/// Whether a padded input length `len + 2·pad` or a dilated kernel `dil·(k − 1) + 1`
+/// overflows `usize` (the documented "a size overflows" refusal, even if the output is small).
+fn axis_overflow(c: &Case) -> bool {
+    (0..2).any(|a| {
+        let (len, k) = (c.xs[2 + a] as u128, c.ws[2 + a] as u128);
+        let (p, d) = (c.p.padding[a] as u128, c.p.dilation[a] as u128);
+        len + 2 * p > usize::MAX as u128 || d * (k - 1) + 1 > usize::MAX as u128
+    })
 }
 
 /// Whether the column matrix `C·KH·KW·OH·OW` of a formula-valid case overflows `usize`.

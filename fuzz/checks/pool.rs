@@ -83,11 +83,16 @@ pub fn check(data: &[u8]) {
         }
         (Ok(g), None) => panic!("{ctx}: accepted an invalid problem: {g:?}"),
         (Err(e), Some(s)) => {
+            // Also a padded length `len + 2·pad` that overflows ("a size overflows").
+            let padded = (0..2).any(|a| {
+                case.xs[2 + a] as u128 + 2 * case.p.padding[a] as u128 > usize::MAX as u128
+            });
             let overflow = s
                 .iter()
                 .try_fold(1u128, |a, &d| a.checked_mul(d))
                 .is_none_or(|v| v > usize::MAX as u128)
-                || xs.checked_len().is_none();
+                || xs.checked_len().is_none()
+                || padded;
             assert!(
                 overflow && matches!(e, Error::TooLarge { .. }),
                 "{ctx}: refused a valid problem: {e}"
