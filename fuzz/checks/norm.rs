@@ -9,7 +9,7 @@
 //! (pivoted) variance formula and a fused `y = (x − μ)·(γ·inv_std) + β`. With
 //! `m = max|x|` over the set, the bounds used (each doubled in the check) are:
 //!
-//! - mean: `e_μ = 2(L+2)·u·m`;
+//! - mean: `e_μ = 2(L+2)·u·m` plus `2(L+2)·ε·MIN_POSITIVE` (gradual underflow);
 //! - variance: `e_v = 4(L+2)·u·(var + 4m²) + e_μ²` (a shifted one-pass variance loses
 //!   precision with the distance of its pivot — a data element — from the mean);
 //! - `inv_std`: relative `r = e_v/(var + eps) + 4u`, plus `MIN_POSITIVE` absolute (it may
@@ -412,7 +412,8 @@ fn set_stats<T: Float>(x: &[f64], eps: f64, stats: Option<(f64, f64)>) -> SetSta
         None => {
             let mean = x.iter().sum::<f64>() / l;
             let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / l;
-            let e_mu = 2.0 * (l + 2.0) * u * m;
+            // Plus gradual underflow: each operation may be off by half a subnormal spacing.
+            let e_mu = 2.0 * (l + 2.0) * u * m + 2.0 * (l + 2.0) * 2.0 * u * min_pos;
             // Squares of deviations may underflow, each losing up to ε·MIN_POSITIVE.
             let e_v = 4.0 * (l + 2.0) * u * (var + 4.0 * m * m)
                 + e_mu * e_mu
@@ -567,6 +568,7 @@ fn check_backward<T: Float>(
     // Per channel: whether every contributing set is clean, Σ|dy|, Σ|dy·x̂|, Σ|dy|·δx̂, count.
     let mut ch_clean = vec![true; c];
     let mut ch_nan = vec![false; c];
+    let mut ch_is = vec![0.0f64; c];
     let (mut a, mut b, mut dd, mut cnt) =
         (vec![0.0; c], vec![0.0; c], vec![0.0; c], vec![0usize; c]);
     let (.., max) = limits::<T>();
@@ -588,6 +590,7 @@ fn check_backward<T: Float>(
             b[ch] += (dout[e] * xh).abs();
             dd[ch] += dout[e].abs() * dxh;
             cnt[ch] += 1;
+            ch_is[ch] = ch_is[ch].max(s.inv_std);
             let g = dout[e] * gm;
             ady += dout[e].abs();
             bdy += (dout[e] * xh).abs();
@@ -665,7 +668,8 @@ fn check_backward<T: Float>(
             continue;
         }
         let l = cnt[ch] as f64;
-        let under = 4.0 * (l + 1.0) * 2.0 * u * min_pos;
+        // Products dy·(x − μ) may underflow in T before the sum is scaled by inv_std.
+        let under = 4.0 * (l + 1.0) * 2.0 * u * min_pos * (1.0 + ch_is[ch]);
         close(ctx, "dbeta", ch, rb, gb, 4.0 * (l + 1.0) * u * a[ch] + abs);
         close(
             ctx,
