@@ -5,7 +5,8 @@ use std::iter::Sum;
 use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
 
 mod sealed {
-    pub trait Sealed {}
+    /// Sealed; a zeroed allocation of a `Float` is an initialised buffer of zeros.
+    pub trait Sealed: crate::alloc::ZeroBits {}
     impl Sealed for f32 {}
     impl Sealed for f64 {}
 }
