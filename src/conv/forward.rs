@@ -5,13 +5,14 @@
 use rayon::prelude::*;
 
 use super::depthwise;
+use super::direct::{self, small_gemm, SmallGemm};
 use super::exec::{run_lanes, SharedMut};
 use super::gemm::MatRef;
 use super::im2col::{im2col, Lowering};
 use super::plan::{FwdPlan, Path};
 use super::{Conv2dGeometry, Conv2dParams, OP};
 use crate::error::{Error, Result};
-use crate::{Float, Tensor, TensorView, TensorViewMut};
+use crate::{simd, Float, Tensor, TensorView, TensorViewMut};
 
 /// Elements of workspace that [`forward_into`] needs for this geometry (0 for 1×1
 /// stride-1 unpadded convolutions).
@@ -143,8 +144,12 @@ fn gemm_forward<T: Float>(
         };
         let wg = &w[grp * g.fg * k..(grp + 1) * g.fg * k];
         let base = (n * g.f + grp * g.fg) * p + p0;
+
         let block = |fb: usize| {
             let (f0, fm) = plan.fblocks.range(fb);
+            if plan.small_k && small_block(g, plan, (grp, f0, fm), base, pt, wg, cols, b, &out) {
+                return;
+            }
             let off = base + f0 * p;
             let wb = MatRef::new(&wg[f0 * k..], k, 1);
             // SAFETY: `C` is filters f0..f0+fm × pixels p0..p0+pt of image n, group grp:
@@ -169,4 +174,53 @@ fn gemm_forward<T: Float>(
             (0..plan.fblocks.count).into_par_iter().for_each(block);
         }
     });
+}
+
+/// Filters `f0 .. f0 + fm` of group `grp` × one unit's `pt` pixels (at `out[base ..]`,
+/// filter row stride `OH·OW`) through the register-blocked small-`K` kernel, in chunks of
+/// 8 filters (the chunking does not change any element's sum). Returns `false`, writing
+/// nothing, where that kernel has no clone for the SIMD level (the GEMM runs instead).
+#[allow(clippy::too_many_arguments)]
+fn small_block<T: Float>(
+    g: &Conv2dGeometry,
+    plan: &FwdPlan,
+    (grp, f0, fm): (usize, usize, usize),
+    base: usize,
+    pt: usize,
+    wg: &[T],
+    cols: MatRef<'_, T>,
+    b: Option<&[T]>,
+    out: &SharedMut<'_, T>,
+) -> bool {
+    // One reading of the level for the whole block (tests change it concurrently).
+    let level = simd::active_level();
+    if !direct::available(level) {
+        return false;
+    }
+    const CHUNK: usize = 8;
+    let (p, k) = (g.oh * g.ow, plan.k);
+    for c0 in (f0..f0 + fm).step_by(CHUNK) {
+        let cm = CHUNK.min(f0 + fm - c0);
+        let mut rows: [&mut [T]; CHUNK] = std::array::from_fn(|r| {
+            if r < cm {
+                // SAFETY: row `c0 + r` of the unit's tile (a filter of this block × the
+                // unit's pixels) is written by this (unit, filter block) alone, which runs
+                // once; the rows are distinct.
+                unsafe { out.slice(base + (c0 + r) * p, pt) }
+            } else {
+                &mut []
+            }
+        });
+        let args = SmallGemm {
+            k,
+            w: &wg[c0 * k..(c0 + cm) * k],
+            cols: cols.data,
+            ldc: cols.rs,
+            pt,
+            bias: b.map(|b| &b[grp * g.fg + c0..grp * g.fg + c0 + cm]),
+        };
+        let done = small_gemm(level, &args, &mut rows[..cm]);
+        debug_assert!(done);
+    }
+    true
 }

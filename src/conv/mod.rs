@@ -36,6 +36,7 @@
 
 mod backward;
 mod depthwise;
+mod direct;
 mod exec;
 mod forward;
 mod gemm;

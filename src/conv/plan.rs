@@ -27,6 +27,14 @@ const MIN_KC: usize = 128;
 /// Largest total of the per-chunk `dw` partials (elements) that the backward pass spends to
 /// parallelise the weight gradient over the batch.
 const PARTIAL_ELEMS: usize = 1 << 20;
+/// Longest reduction (`C/groups · KH · KW`) for which the forward pass multiplies with the
+/// register-blocked kernel of `direct.rs` instead of `matrixmultiply`, whose packing of both
+/// operands (and buffer allocation) per call costs more than the product at such `K`.
+/// Measured (f32 forward, one thread, CPU time, busy 2-core AVX-512 machine) on cs231n_fast
+/// x(100,3,31,31) w(25,3,3,3) s2 p1 (`K` = 27): 32.6–35.5 GFLOP/s with the GEMM, 44–50 with
+/// this kernel (41 at AVX2); the lowering is then about half the time. The bound 32 is
+/// where the kernel's stack copy of the weights ends, not a measured crossover.
+pub(crate) const SMALL_K: usize = super::direct::MAX_K;
 /// Tile lengths are rounded to this (the widest GEMM micro-kernel).
 const ALIGN: usize = 16;
 
@@ -105,6 +113,15 @@ impl Split {
         Split::even(total, want.min(total / MIN_TILE).max(1), ALIGN)
     }
 
+    /// The split with the shorter pieces of `self` and `other` (same total).
+    fn min_len(self, other: Split) -> Split {
+        if other.len < self.len {
+            other
+        } else {
+            self
+        }
+    }
+
     /// `(start, len)` of piece `i`.
     pub(crate) fn range(&self, i: usize) -> (usize, usize) {
         let start = i * self.len;
@@ -132,13 +149,20 @@ pub(crate) struct FwdPlan {
     pub(crate) lanes: usize,
     pub(crate) slot_len: usize,
     pub(crate) fblocks: Split,
+    /// `k ≤ SMALL_K`: the register-blocked kernel of `direct.rs` instead of the GEMM.
+    pub(crate) small_k: bool,
 }
 
 impl FwdPlan {
     pub(crate) fn new(g: &Conv2dGeometry) -> FwdPlan {
         let path = Path::of(g);
         let k = g.cg * g.kh * g.kw;
-        let tiles = if path == Path::Pointwise {
+        let small_k = k <= SMALL_K;
+        let tiles = if small_k {
+            // Lowering costs the same in any tiling, so tiles serve parallelism only.
+            Split::pointwise(g.oh * g.ow, g.n.saturating_mul(g.groups))
+                .min_len(Split::tiles(g.oh * g.ow, k))
+        } else if path == Path::Pointwise {
             Split::pointwise(g.oh * g.ow, g.n.saturating_mul(g.groups))
         } else {
             Split::tiles(g.oh * g.ow, k)
@@ -162,6 +186,7 @@ impl FwdPlan {
                 0
             },
             fblocks,
+            small_k,
         }
     }
 
