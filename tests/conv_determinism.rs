@@ -106,6 +106,11 @@ fn cases() -> Vec<([usize; 4], [usize; 4], Conv2dParams)> {
             [25, 3, 3, 3],
             p.stride([2, 2]).padding([1, 1]),
         ),
+        (
+            [5, 3, 31, 41],
+            [25, 3, 3, 3],
+            p.stride([2, 2]).padding([1, 1]),
+        ),
         ([2, 24, 17, 19], [13, 24, 1, 1], p),
         ([2, 4, 15, 16], [6, 2, 3, 3], p.padding([1, 1]).groups(2)),
         // Pointwise, N = 1 with channel blocks.

@@ -149,12 +149,25 @@ fn fixed_cases() -> Vec<Case> {
             true,
         ),
         // Small K (C/groups·KH·KW ≤ 32, the register-blocked forward kernel): filter counts
-        // 25 (blocks 8, 8, 8, 1) and 7 (4, 2, 1), pixel tails (240 = 15 blocks of 16; 13),
-        // pixel tiles at N = 1, 1×1, grouped, K = 32 exactly and K = 33 (the GEMM).
+        // 25 (blocks 8, 8, 8, 1) and 7 (4, 2, 1), output rows under 16 (lowered) and of 16
+        // or more (phase-split copy) with tails, strides 2 and 3, dilation, padding wider
+        // than the kernel's reach, row tiles at N = 1, 1×1, grouped, K = 32 and K = 33.
         mk(
             [3, 3, 31, 29],
             [25, 3, 3, 3],
             p.stride([2, 2]).padding([1, 1]),
+            true,
+        ),
+        mk(
+            [2, 3, 31, 41],
+            [25, 3, 3, 3],
+            p.stride([2, 2]).padding([1, 1]),
+            true,
+        ),
+        mk(
+            [2, 2, 20, 70],
+            [9, 2, 3, 5],
+            p.stride([3, 2]).padding([2, 3]).dilation([1, 2]),
             true,
         ),
         mk([1, 3, 40, 41], [7, 3, 3, 3], p.padding([1, 1]), false),

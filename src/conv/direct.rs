@@ -36,9 +36,14 @@ pub(crate) struct SmallGemm<'a, T> {
     pub(crate) k: usize,
     /// Weights: row `f` is `w[f·k ..][..k]`, for `f < fm`.
     pub(crate) w: &'a [T],
-    /// Columns: tap `t`, pixel `j` is `cols[t·ldc + j]`, for `j < pt`.
+    /// Columns: tap `t`, pixel `j = s·seg_len + e` (`e < seg_len`) is
+    /// `cols[offs[t] + s·seg_step + e]` (`offs`: `k` values). The pixels come in segments
+    /// (output rows) whose runs lie `seg_step` apart in `cols`; `pt` is a multiple of
+    /// `seg_len`.
     pub(crate) cols: &'a [T],
-    pub(crate) ldc: usize,
+    pub(crate) offs: &'a [usize],
+    pub(crate) seg_len: usize,
+    pub(crate) seg_step: usize,
     pub(crate) pt: usize,
     /// Bias of each of the `fm` filters, or `None` for zeros.
     pub(crate) bias: Option<&'a [T]>,
@@ -49,7 +54,7 @@ pub(crate) fn available(level: Level) -> bool {
     cfg!(target_arch = "x86_64") && level >= Level::Avx2
 }
 
-/// `rows[f][j] = bias[f] + Σ_t w[f, t] · cols[t, j]` for every filter `f < rows.len()` and
+/// `rows[f][j] = bias[f] + Σ_t w[f, t] · cols[offs[t] + s·seg_step + e]` (`j = s·seg_len + e`) for every filter `f < rows.len()` and
 /// pixel `j < pt`; every row must hold `pt` elements. `level` must not exceed
 /// [`simd::active_level`]. Returns `false`, touching nothing, at the scalar and portable
 /// SIMD levels (and off x86-64): the caller then uses the GEMM,
@@ -63,7 +68,11 @@ pub(crate) fn small_gemm<T: Float>(
 ) -> bool {
     assert!(a.k <= MAX_K && a.k > 0);
     assert!(a.w.len() >= rows.len() * a.k);
-    assert!(a.pt == 0 || a.cols.len() >= (a.k - 1) * a.ldc + a.pt);
+    assert!(a.seg_len > 0 && a.pt.is_multiple_of(a.seg_len));
+    if a.pt > 0 {
+        let span = (a.pt / a.seg_len - 1) * a.seg_step + a.seg_len;
+        assert!(a.offs.len() == a.k && a.offs.iter().all(|&o| o + span <= a.cols.len()));
+    }
     assert!(rows.iter().all(|r| r.len() == a.pt));
     if let Some(b) = a.bias {
         assert!(b.len() >= rows.len());
@@ -103,7 +112,9 @@ fn cast_args<'a, T: 'static, U: 'static>(a: &SmallGemm<'a, T>) -> Option<SmallGe
         k: a.k,
         w: simd::cast_slice(a.w)?,
         cols: simd::cast_slice(a.cols)?,
-        ldc: a.ldc,
+        offs: a.offs,
+        seg_len: a.seg_len,
+        seg_step: a.seg_step,
         pt: a.pt,
         bias: match a.bias {
             Some(b) => Some(simd::cast_slice(b)?),
@@ -203,65 +214,71 @@ unsafe fn vector_block<V: SimdVec, const FB: usize, const NV: usize>(
     f0: usize,
     rows: &mut [&mut [V::Elem]],
 ) -> usize {
-    let (k, ldc, pt) = (a.k, a.ldc, a.pt);
+    let (k, len) = (a.k, a.seg_len);
     let (wt, bias) = block_weights::<V::Elem, FB>(a, f0);
     let wt = &wt[..k * FB];
-    let mut j = 0;
-    while j + PV <= pt {
-        let cols = &a.cols[j..(k - 1) * ldc + j + PV];
-        // SAFETY: the CPU supports V's level (caller); every load reads PV = NV·LANES
-        // elements of `cols` from `t·ldc` (t < k), inside the slice just taken; every store
-        // writes PV elements of a row from `j`, inside its `pt` elements (j + PV ≤ pt).
-        unsafe {
-            let mut acc = [[V::splat(bias[0]); NV]; FB];
-            for (acc, &b) in acc.iter_mut().zip(&bias) {
-                *acc = [V::splat(b); NV];
-            }
-            for (t, wk) in wt.chunks_exact(FB).enumerate() {
-                let p = cols.as_ptr().add(t * ldc);
-                let mut x = [V::splat(bias[0]); NV];
-                for (v, x) in x.iter_mut().enumerate() {
-                    *x = V::load(p.add(v * V::LANES));
+    for seg in 0..a.pt / len {
+        let (cb, ob) = (seg * a.seg_step, seg * len);
+        let mut e = 0;
+        while e + PV <= len {
+            // SAFETY: the CPU supports V's level (caller); every load reads PV = NV·LANES
+            // elements of `cols` from `offs[t] + cb + e`, inside it (`small_gemm` checked
+            // `offs[t] + (segs − 1)·seg_step + seg_len ≤ cols.len()`, and e + PV ≤ seg_len);
+            // every store writes PV elements of a row from `ob + e`, inside its `pt`.
+            unsafe {
+                let mut acc = [[V::splat(bias[0]); NV]; FB];
+                for (acc, &b) in acc.iter_mut().zip(&bias) {
+                    *acc = [V::splat(b); NV];
                 }
-                for (acc, &w) in acc.iter_mut().zip(wk) {
-                    let w = V::splat(w);
-                    for (acc, &x) in acc.iter_mut().zip(&x) {
-                        *acc = V::mul_add(w, x, *acc);
+                for (wk, &off) in wt.chunks_exact(FB).zip(a.offs) {
+                    let p = a.cols.as_ptr().add(off + cb + e);
+                    let mut x = [V::splat(bias[0]); NV];
+                    for (v, x) in x.iter_mut().enumerate() {
+                        *x = V::load(p.add(v * V::LANES));
+                    }
+                    for (acc, &w) in acc.iter_mut().zip(wk) {
+                        let w = V::splat(w);
+                        for (acc, &x) in acc.iter_mut().zip(&x) {
+                            *acc = V::mul_add(w, x, *acc);
+                        }
+                    }
+                }
+                for (row, acc) in rows.iter_mut().zip(&acc) {
+                    let o = row[ob + e..ob + e + PV].as_mut_ptr();
+                    for (v, acc) in acc.iter().enumerate() {
+                        acc.store(o.add(v * V::LANES));
                     }
                 }
             }
-            for (row, acc) in rows.iter_mut().zip(&acc) {
-                let o = row[j..j + PV].as_mut_ptr();
-                for (v, acc) in acc.iter().enumerate() {
-                    acc.store(o.add(v * V::LANES));
-                }
-            }
+            e += PV;
         }
-        j += PV;
+        tail::<V::Elem, FB>(a, seg, e, wt, &bias, rows);
     }
-    tail::<V::Elem, FB>(a, j, wt, &bias, rows);
     FB
 }
 
-/// Pixels `j ..` (fewer than [`PV`]) of a filter block, in the same order and with the same
+/// Pixels `e .. seg_len` (fewer than [`PV`]) of segment `seg` of a filter block, in the same order and with the same
 /// fused steps as the full blocks.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn tail<T: Float, const FB: usize>(
     a: &SmallGemm<'_, T>,
-    j: usize,
+    seg: usize,
+    e: usize,
     wt: &[T],
     bias: &[T; FB],
     rows: &mut [&mut [T]],
 ) {
-    if j >= a.pt {
+    let (len, cb) = (a.seg_len, seg * a.seg_step + e);
+    if e >= len {
         return;
     }
+    let ob = seg * len;
     for (f, row) in rows.iter_mut().enumerate() {
-        for (l, o) in row[j..].iter_mut().enumerate() {
+        for (l, o) in row[ob + e..ob + len].iter_mut().enumerate() {
             let mut acc = bias[f];
-            for (t, wk) in wt.chunks_exact(FB).enumerate() {
-                let x = a.cols[t * a.ldc + j + l];
+            for (wk, &off) in wt.chunks_exact(FB).zip(a.offs) {
+                let x = a.cols[off + cb + l];
                 acc = wk[f].mul_add(x, acc);
             }
             *o = acc;

@@ -32,8 +32,10 @@ const PARTIAL_ELEMS: usize = 1 << 20;
 /// operands (and buffer allocation) per call costs more than the product at such `K`.
 /// Measured (f32 forward, one thread, CPU time, busy 2-core AVX-512 machine) on cs231n_fast
 /// x(100,3,31,31) w(25,3,3,3) s2 p1 (`K` = 27): 32.6–35.5 GFLOP/s with the GEMM, 44–50 with
-/// this kernel (41 at AVX2); the lowering is then about half the time. The bound 32 is
-/// where the kernel's stack copy of the weights ends, not a measured crossover.
+/// this kernel after an im2col lowering (41 at AVX2; the lowering was then half the time),
+/// 64–71 reading a phase-split padded copy of the input instead (`Phases`, no lowering;
+/// PyTorch one thread: 58). The bound 32 is where the kernel's stack copy of the weights
+/// ends, not a measured crossover.
 pub(crate) const SMALL_K: usize = super::direct::MAX_K;
 /// Tile lengths are rounded to this (the widest GEMM micro-kernel).
 const ALIGN: usize = 16;
@@ -113,15 +115,6 @@ impl Split {
         Split::even(total, want.min(total / MIN_TILE).max(1), ALIGN)
     }
 
-    /// The split with the shorter pieces of `self` and `other` (same total).
-    fn min_len(self, other: Split) -> Split {
-        if other.len < self.len {
-            other
-        } else {
-            self
-        }
-    }
-
     /// `(start, len)` of piece `i`.
     pub(crate) fn range(&self, i: usize) -> (usize, usize) {
         let start = i * self.len;
@@ -135,6 +128,48 @@ fn channel_blocks(cg: usize, khw: usize, outer: usize) -> Split {
     let want = TARGET_TASKS.div_ceil(outer.max(1));
     let max = (cg / MIN_KC.div_ceil(khw)).max(1);
     Split::even(cg, want.min(max), 1)
+}
+
+/// The phase-split, zero-padded copy of the input rows that `rows` output rows read, for
+/// the small-`K` kernel: for channel `c`, padded input row `y` (relative to the tile's
+/// first) and phase `q < sw`, `buf[((c·in_rows + y)·sw + q)·width + m]` holds padded input
+/// column `m·sw + q`. Tap `(c, u, v)` of local output row `i` then reads a contiguous run of
+/// `OW` values at `((c·in_rows + i·sh + u·dh)·sw + (v·dw) % sw)·width + (v·dw) / sw`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Phases {
+    pub(crate) cg: usize,
+    pub(crate) in_rows: usize,
+    pub(crate) sw: usize,
+    pub(crate) width: usize,
+}
+
+impl Phases {
+    pub(crate) fn new(g: &Conv2dGeometry, rows: usize) -> Phases {
+        let p = &g.params;
+        let (sh, sw, dh, dw) = (p.stride[0], p.stride[1], p.dilation[0], p.dilation[1]);
+        let in_rows = rows
+            .saturating_sub(1)
+            .saturating_mul(sh)
+            .saturating_add((g.kh - 1).saturating_mul(dh))
+            .saturating_add(1);
+        let padded = g.w.saturating_add(2 * p.padding[1]);
+        let width = padded
+            .div_ceil(sw)
+            .max(g.ow.saturating_add((g.kw - 1).saturating_mul(dw) / sw));
+        Phases {
+            cg: g.cg,
+            in_rows,
+            sw,
+            width,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.cg
+            .saturating_mul(self.in_rows)
+            .saturating_mul(self.sw)
+            .saturating_mul(self.width)
+    }
 }
 
 /// The forward pass: units of (image, group, tile), each lowered into one lane's slot and
@@ -151,6 +186,9 @@ pub(crate) struct FwdPlan {
     pub(crate) fblocks: Split,
     /// `k ≤ SMALL_K`: the register-blocked kernel of `direct.rs` instead of the GEMM.
     pub(crate) small_k: bool,
+    /// `small_k` on the im2col path: tiles are whole output rows, and the kernel reads a
+    /// [`Phases`] copy of the input instead of lowered columns.
+    pub(crate) phased: bool,
 }
 
 impl FwdPlan {
@@ -158,10 +196,25 @@ impl FwdPlan {
         let path = Path::of(g);
         let k = g.cg * g.kh * g.kw;
         let small_k = k <= SMALL_K;
-        let tiles = if small_k {
-            // Lowering costs the same in any tiling, so tiles serve parallelism only.
+        // Output rows shorter than the kernel's 16-pixel block would all run its scalar
+        // tail: those keep the lowering, whose tiles span rows.
+        let phased = small_k && path == Path::Im2col && g.ow >= 16;
+        let tiles = if phased {
+            // Whole output rows (the phase layout is per input row), as few tiles as
+            // parallelism and the column tile of the GEMM fallback allow.
+            let p = g.oh * g.ow;
+            let want = TARGET_TASKS
+                .div_ceil(g.n.saturating_mul(g.groups).max(1))
+                .max(p.saturating_mul(k).div_ceil(TILE_ELEMS));
+            let rows = Split::even(g.oh, want, 1);
+            Split {
+                len: rows.len * g.ow,
+                count: rows.count,
+                total: p,
+            }
+        } else if small_k {
+            // Tiles serve parallelism only (the image is the column matrix).
             Split::pointwise(g.oh * g.ow, g.n.saturating_mul(g.groups))
-                .min_len(Split::tiles(g.oh * g.ow, k))
         } else if path == Path::Pointwise {
             Split::pointwise(g.oh * g.ow, g.n.saturating_mul(g.groups))
         } else {
@@ -180,13 +233,18 @@ impl FwdPlan {
             tiles,
             units,
             lanes: units.min(MAX_LANES),
-            slot_len: if path == Path::Im2col {
+            slot_len: if phased {
+                // Either kernel may run (the level decides), so room for either buffer.
+                let rows = tiles.len / g.ow.max(1);
+                k.saturating_mul(tiles.len).max(Phases::new(g, rows).len())
+            } else if path == Path::Im2col {
                 k.saturating_mul(tiles.len)
             } else {
                 0
             },
             fblocks,
             small_k,
+            phased,
         }
     }
 
