@@ -104,12 +104,12 @@ impl Split {
         }
     }
 
-    /// Tiles of a 1×1 convolution's `total` pixels when there are `outer` (image, group)
-    /// pairs: the image itself is the column matrix (no lowering buffer), so tiles only
-    /// serve parallelism — whole images when there are [`TARGET_TASKS`] pairs, else just
-    /// enough tiles (of at least [`MIN_TILE`] pixels) to reach it. Longer GEMMs stream the
-    /// image once: on 8×(64 × 256 × 3136) `matrixmultiply` measured 77 GFLOP/s with whole
-    /// images against 67 with tiles of 448 pixels (one thread, f32).
+    /// Tiles of `total` pixels for the small-`K` kernel on a 1×1 convolution with `outer`
+    /// (image, group) pairs: the image itself is the column matrix (no lowering buffer), so
+    /// tiles only serve parallelism — whole images when there are [`TARGET_TASKS`] pairs,
+    /// else just enough tiles (of at least [`MIN_TILE`] pixels) to reach it. (For the GEMM
+    /// on large 1×1 layers, whole images were not faster than [`Split::tiles`]: pointwise_56
+    /// forward measured 87–95 GFLOP/s against 89–103 with tiles of 448 pixels.)
     fn pointwise(total: usize, outer: usize) -> Split {
         let want = TARGET_TASKS.div_ceil(outer.max(1));
         Split::even(total, want.min(total / MIN_TILE).max(1), ALIGN)
@@ -215,8 +215,6 @@ impl FwdPlan {
         } else if small_k {
             // Tiles serve parallelism only (the image is the column matrix).
             Split::pointwise(g.oh * g.ow, g.n.saturating_mul(g.groups))
-        } else if path == Path::Pointwise {
-            Split::pointwise(g.oh * g.ow, g.n.saturating_mul(g.groups))
         } else {
             Split::tiles(g.oh * g.ow, k)
         };
@@ -296,16 +294,7 @@ impl BwdPlan {
             TARGET_TASKS.div_ceil(outer).min(g.n).min(by_mem).max(1)
         };
         let a_cblocks = channel_blocks(g.cg, khw, a_chunks * g.groups);
-        // 1×1: the tiles loop inside a task over the image itself (no lowering buffer), so
-        // whole images make the fewest, longest GEMMs.
-        let tiles = |rows: usize| {
-            if slots {
-                Split::tiles(p, rows)
-            } else {
-                Split::whole(p)
-            }
-        };
-        let a_tiles = tiles(a_cblocks.len * khw);
+        let a_tiles = Split::tiles(p, a_cblocks.len * khw);
         let a_tasks = a_chunks * g.groups * a_cblocks.count;
         let a_lanes = a_tasks.min(MAX_LANES);
         let a_slot_len = if slots {
@@ -316,7 +305,7 @@ impl BwdPlan {
 
         // Pass B.
         let b_cblocks = channel_blocks(g.cg, khw, g.n.saturating_mul(g.groups));
-        let b_tiles = tiles(b_cblocks.len * khw);
+        let b_tiles = Split::tiles(p, b_cblocks.len * khw);
         let b_tasks = g.n.saturating_mul(g.groups).saturating_mul(b_cblocks.count);
         let b_lanes = b_tasks.min(MAX_LANES);
         let b_slot_len = if slots {
