@@ -151,7 +151,8 @@ fn fixed_cases() -> Vec<Case> {
         // Small K (C/groups·KH·KW ≤ 32, the register-blocked forward kernel): filter counts
         // 25 (blocks 8, 8, 8, 1) and 7 (4, 2, 1), output rows under 16 (lowered) and of 16
         // or more (phase-split copy) with tails, strides 2 and 3, dilation, padding wider
-        // than the kernel's reach, row tiles at N = 1, 1×1, grouped, K = 32 and K = 33.
+        // than the kernel's reach, row tiles at N = 1, 1×1, grouped, K = 32 and K = 33 (the
+        // GEMM below 16-pixel rows).
         mk(
             [3, 3, 31, 29],
             [25, 3, 3, 3],
@@ -180,6 +181,10 @@ fn fixed_cases() -> Vec<Case> {
         ),
         mk([1, 2, 18, 21], [5, 2, 4, 4], p.dilation([2, 1]), true),
         mk([2, 11, 8, 9], [3, 11, 1, 3], p.padding([0, 1]), true),
+        // K = 147 (7×7 RGB) and K = 256 on the phase-split copy; K = 260 (the GEMM).
+        mk([2, 3, 20, 21], [10, 3, 7, 7], p.padding([3, 3]), true),
+        mk([1, 4, 20, 24], [9, 4, 8, 8], p.padding([3, 3]), true),
+        mk([1, 65, 6, 20], [3, 65, 2, 2], p.padding([1, 1]), false),
         // groups == C == 1.
         mk([2, 1, 8, 8], [5, 1, 3, 3], p.padding([1, 1]), true),
     ]
@@ -301,7 +306,7 @@ fn depthwise_and_small_k_match_naive_at_every_simd_level() {
             }
             run_case::<f32>(&case, &mut r);
         }
-        let small_k = |c: &Case| c.p.groups != c.x[1] && c.w[1] * c.w[2] * c.w[3] <= 32;
+        let small_k = |c: &Case| c.p.groups != c.x[1] && c.w[1] * c.w[2] * c.w[3] <= 256;
         for case in fixed_cases().iter().filter(|c| small_k(c)) {
             run_case::<f32>(case, &mut r);
             run_case::<f64>(case, &mut r);

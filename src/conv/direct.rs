@@ -1,5 +1,6 @@
 //! A register-blocked kernel for the forward GEMM `out = W · cols + b` when the reduction is
-//! short (`K = C/groups · KH · KW` ≤ [`MAX_K`], e.g. an RGB 3×3 layer, `K = 27`).
+//! short (`K = C/groups · KH · KW` ≤ [`MAX_K`], e.g. an RGB 3×3 layer, `K = 27`, or 7×7,
+//! `K = 147`).
 //!
 //! There `matrixmultiply` spends more time packing both operands (and allocating its
 //! buffers) than multiplying. This kernel reads the column tile (or, for 1×1 layers, the
@@ -23,8 +24,9 @@ use crate::simd::vector::{Avx2F32, Avx2F64, Avx512F32, Avx512F64, SimdVec};
 use crate::simd::{self, Level};
 use crate::Float;
 
-/// Longest reduction this kernel takes (the stack copy of the weights holds `MAX_K · 8`).
-pub(crate) const MAX_K: usize = 32;
+/// Longest reduction this kernel takes (the stack copy of a filter block's weights holds
+/// `MAX_K · 8` values).
+pub(crate) const MAX_K: usize = 256;
 /// Pixels per register block (every level, so the tails are the same).
 const PV: usize = 16;
 /// Largest filter block.

@@ -19,11 +19,12 @@
 //!   so the buffer never scales with the batch or the image) are lowered and multiplied by
 //!   the weights, then the bias is added to the tile while it is in cache
 //!   (`out ← W · cols`, then `out += b`);
-//! - **small `K`** (`C/groups · KH · KW` ≤ 32, forward only, AVX2/AVX-512): a register-blocked
-//!   kernel replaces the GEMM (blocks of filters × 16 pixels, bias first, fused
-//!   multiply-adds); on the im2col path with output rows of at least 16 pixels it reads a
+//! - **small `K`** (forward only, AVX2/AVX-512): a register-blocked kernel replaces the GEMM
+//!   (blocks of filters × 16 pixels, bias first, fused multiply-adds): on the im2col path
+//!   with output rows of at least 16 pixels and `C/groups · KH · KW` ≤ 256 it reads a
 //!   phase-split zero-padded copy of the input rows instead of lowered columns (each tap of
-//!   an output row is then one contiguous run, whatever the stride and dilation).
+//!   an output row is then one contiguous run, whatever the stride and dilation); otherwise
+//!   for `C/groups · KH · KW` ≤ 32 it multiplies the lowered columns (or the 1×1 image).
 //!
 //! The backward computes `db`, `dw = Σ dout · colsᵀ` and `dx = col2im(Wᵀ · dout)` in one
 //! call. Work runs on the current rayon pool, across images, groups and tiles, and inside

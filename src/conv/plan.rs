@@ -27,16 +27,25 @@ const MIN_KC: usize = 128;
 /// Largest total of the per-chunk `dw` partials (elements) that the backward pass spends to
 /// parallelise the weight gradient over the batch.
 const PARTIAL_ELEMS: usize = 1 << 20;
-/// Longest reduction (`C/groups · KH · KW`) for which the forward pass multiplies with the
-/// register-blocked kernel of `direct.rs` instead of `matrixmultiply`, whose packing of both
-/// operands (and buffer allocation) per call costs more than the product at such `K`.
-/// Measured (f32 forward, one thread, CPU time, busy 2-core AVX-512 machine) on cs231n_fast
-/// x(100,3,31,31) w(25,3,3,3) s2 p1 (`K` = 27): 32.6–35.5 GFLOP/s with the GEMM, 44–50 with
-/// this kernel after an im2col lowering (41 at AVX2; the lowering was then half the time),
-/// 64–71 reading a phase-split padded copy of the input instead (`Phases`, no lowering;
-/// PyTorch one thread: 58). The bound 32 is where the kernel's stack copy of the weights
-/// ends, not a measured crossover.
-pub(crate) const SMALL_K: usize = super::direct::MAX_K;
+/// Longest reduction (`C/groups · KH · KW`) for which the forward pass multiplies lowered
+/// columns (or a 1×1 layer's image) with the register-blocked kernel of `direct.rs` instead
+/// of `matrixmultiply`, whose packing of both operands (and buffer allocation) per call costs
+/// more than the product at such `K`. Measured (f32 forward, one thread, CPU time, busy
+/// 2-core AVX-512 machine) on cs231n_fast x(100,3,31,31) w(25,3,3,3) s2 p1 (`K` = 27):
+/// 32.6–35.5 GFLOP/s with the GEMM, 44–50 with this kernel after the lowering (41 at AVX2;
+/// the lowering was then half the time). Reading a 1×1 layer's image in place stops paying
+/// at large `K` (pointwise_56, `K` = 256: 29–38 against the GEMM's 73–78: 256 strided rows
+/// per pixel block), so this stays small.
+pub(crate) const SMALL_K: usize = 32;
+/// Longest reduction for which the im2col path (output rows of at least 16 pixels) runs the
+/// register-blocked kernel on a phase-split padded copy of the input rows ([`Phases`]: no
+/// lowering, each tap of an output row one contiguous run). Same conditions as above:
+/// cs231n_fast (`K` = 27) 64–71 GFLOP/s (GEMM 33–39; PyTorch one thread 58); cs231n_net
+/// x(50,3,32,32) w(32,3,7,7) p3 (`K` = 147) 152–156 (GEMM 87–93); resnet_stem
+/// x(8,3,224,224) w(64,3,7,7) s2 p3 (`K` = 147) 121–127 (GEMM 100–108). The bound is the
+/// kernel's largest `K` (its stack copy of a filter block's weights), not a measured
+/// crossover; the next benchmark layers (`K` = 576 and up) keep the GEMM.
+pub(crate) const PHASED_K: usize = super::direct::MAX_K;
 /// Tile lengths are rounded to this (the widest GEMM micro-kernel).
 const ALIGN: usize = 16;
 
@@ -186,8 +195,9 @@ pub(crate) struct FwdPlan {
     pub(crate) fblocks: Split,
     /// `k ≤ SMALL_K`: the register-blocked kernel of `direct.rs` instead of the GEMM.
     pub(crate) small_k: bool,
-    /// `small_k` on the im2col path: tiles are whole output rows, and the kernel reads a
-    /// [`Phases`] copy of the input instead of lowered columns.
+    /// `k ≤ PHASED_K` on the im2col path with output rows of 16 pixels or more: tiles are
+    /// whole output rows, and (at AVX2 and up) the kernel reads a [`Phases`] copy of the
+    /// input instead of lowered columns.
     pub(crate) phased: bool,
 }
 
@@ -198,7 +208,7 @@ impl FwdPlan {
         let small_k = k <= SMALL_K;
         // Output rows shorter than the kernel's 16-pixel block would all run its scalar
         // tail: those keep the lowering, whose tiles span rows.
-        let phased = small_k && path == Path::Im2col && g.ow >= 16;
+        let phased = k <= PHASED_K && path == Path::Im2col && g.ow >= 16;
         let tiles = if phased {
             // Whole output rows (the phase layout is per input row), as few tiles as
             // parallelism and the column tile of the GEMM fallback allow.
