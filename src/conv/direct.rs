@@ -219,44 +219,80 @@ unsafe fn vector_block<V: SimdVec, const FB: usize, const NV: usize>(
     let (k, len) = (a.k, a.seg_len);
     let (wt, bias) = block_weights::<V::Elem, FB>(a, f0);
     let wt = &wt[..k * FB];
+    // Where a short last block may still load PV elements per tap (the phase-split copy
+    // carries PV elements of slack for this), its extra lanes are computed and dropped.
+    let reach = a.offs.iter().max().copied().unwrap_or(0) + PV;
     for seg in 0..a.pt / len {
         let (cb, ob) = (seg * a.seg_step, seg * len);
         let mut e = 0;
         while e + PV <= len {
-            // SAFETY: the CPU supports V's level (caller); every load reads PV = NV·LANES
-            // elements of `cols` from `offs[t] + cb + e`, inside it (`small_gemm` checked
-            // `offs[t] + (segs − 1)·seg_step + seg_len ≤ cols.len()`, and e + PV ≤ seg_len);
-            // every store writes PV elements of a row from `ob + e`, inside its `pt`.
-            unsafe {
-                let mut acc = [[V::splat(bias[0]); NV]; FB];
-                for (acc, &b) in acc.iter_mut().zip(&bias) {
-                    *acc = [V::splat(b); NV];
-                }
-                for (wk, &off) in wt.chunks_exact(FB).zip(a.offs) {
-                    let p = a.cols.as_ptr().add(off + cb + e);
-                    let mut x = [V::splat(bias[0]); NV];
-                    for (v, x) in x.iter_mut().enumerate() {
-                        *x = V::load(p.add(v * V::LANES));
-                    }
-                    for (acc, &w) in acc.iter_mut().zip(wk) {
-                        let w = V::splat(w);
-                        for (acc, &x) in acc.iter_mut().zip(&x) {
-                            *acc = V::mul_add(w, x, *acc);
-                        }
-                    }
-                }
-                for (row, acc) in rows.iter_mut().zip(&acc) {
-                    let o = row[ob + e..ob + e + PV].as_mut_ptr();
-                    for (v, acc) in acc.iter().enumerate() {
-                        acc.store(o.add(v * V::LANES));
-                    }
+            // SAFETY: the CPU supports V's level (caller); `small_gemm` checked
+            // `offs[t] + (segs − 1)·seg_step + seg_len ≤ cols.len()`, and e + PV ≤ seg_len.
+            let acc = unsafe { block_acc::<V, FB, NV>(a, wt, &bias, cb + e) };
+            for (row, acc) in rows.iter_mut().zip(&acc) {
+                let o = row[ob + e..ob + e + PV].as_mut_ptr();
+                for (v, acc) in acc.iter().enumerate() {
+                    // SAFETY: PV = NV·LANES elements of the row from ob + e, inside it.
+                    unsafe { acc.store(o.add(v * V::LANES)) };
                 }
             }
             e += PV;
         }
-        tail::<V::Elem, FB>(a, seg, e, wt, &bias, rows);
+        if e < len && reach + cb + e <= a.cols.len() {
+            // SAFETY: as above, and every tap's PV elements from cb + e lie inside `cols`
+            // (`offs[t] + cb + e + PV ≤ reach + cb + e ≤ cols.len()`).
+            let acc = unsafe { block_acc::<V, FB, NV>(a, wt, &bias, cb + e) };
+            let n = len - e;
+            for (row, acc) in rows.iter_mut().zip(&acc) {
+                let mut tmp = [bias[0]; PV];
+                for (v, acc) in acc.iter().enumerate() {
+                    // SAFETY: PV = NV·LANES elements of `tmp`.
+                    unsafe { acc.store(tmp.as_mut_ptr().add(v * V::LANES)) };
+                }
+                row[ob + e..ob + len].copy_from_slice(&tmp[..n]);
+            }
+        } else {
+            tail::<V::Elem, FB>(a, seg, e, wt, &bias, rows);
+        }
     }
     FB
+}
+
+/// The `FB × PV` block of sums for the pixels whose runs start at `offs[t] + at`.
+///
+/// # Safety
+/// The CPU must support `V::LEVEL`; `NV · V::LANES == PV`; `offs[t] + at + PV ≤ cols.len()`
+/// for every tap `t`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn block_acc<V: SimdVec, const FB: usize, const NV: usize>(
+    a: &SmallGemm<'_, V::Elem>,
+    wt: &[V::Elem],
+    bias: &[V::Elem; FB],
+    at: usize,
+) -> [[V; NV]; FB] {
+    // SAFETY: the CPU supports V's level and every load reads PV = NV·LANES elements of
+    // `cols` from `offs[t] + at`, inside it (the caller's contract).
+    unsafe {
+        let mut acc = [[V::splat(bias[0]); NV]; FB];
+        for (acc, &b) in acc.iter_mut().zip(bias) {
+            *acc = [V::splat(b); NV];
+        }
+        for (wk, &off) in wt.chunks_exact(FB).zip(a.offs) {
+            let p = a.cols.as_ptr().add(off + at);
+            let mut x = [V::splat(bias[0]); NV];
+            for (v, x) in x.iter_mut().enumerate() {
+                *x = V::load(p.add(v * V::LANES));
+            }
+            for (acc, &w) in acc.iter_mut().zip(wk) {
+                let w = V::splat(w);
+                for (acc, &x) in acc.iter_mut().zip(&x) {
+                    *acc = V::mul_add(w, x, *acc);
+                }
+            }
+        }
+        acc
+    }
 }
 
 /// Pixels `e .. seg_len` (fewer than [`PV`]) of segment `seg` of a filter block, in the same order and with the same

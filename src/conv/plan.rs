@@ -42,9 +42,12 @@ pub(crate) const SMALL_K: usize = 32;
 /// lowering, each tap of an output row one contiguous run). Same conditions as above:
 /// cs231n_fast (`K` = 27) 64–71 GFLOP/s (GEMM 33–39; PyTorch one thread 58); cs231n_net
 /// x(50,3,32,32) w(32,3,7,7) p3 (`K` = 147) 152–156 (GEMM 87–93); resnet_stem
-/// x(8,3,224,224) w(64,3,7,7) s2 p3 (`K` = 147) 121–127 (GEMM 100–108). The bound is the
-/// kernel's largest `K` (its stack copy of a filter block's weights), not a measured
-/// crossover; the next benchmark layers (`K` = 576 and up) keep the GEMM.
+/// x(8,3,224,224) w(64,3,7,7) s2 p3 (`K` = 147) 121–127 (GEMM 100–108); x(8,8,28,28)
+/// w(32,8,5,5) p2 (`K` = 200, rows of 28: a masked last block) 135 (GEMM 91); with many
+/// channels on par: x(8,16,56,56) w(64,16,3,3) p1 (`K` = 144) 118 (GEMM 120), x(8,28,56,56)
+/// w(64,28,3,3) p1 (`K` = 252) 114 (GEMM 119). The bound is the kernel's largest `K` (its
+/// stack copy of a filter block's weights); at `K` = 576 (resnet_3x3_56) the kernel fell
+/// far behind the GEMM, which keeps those layers.
 pub(crate) const PHASED_K: usize = super::direct::MAX_K;
 /// Tile lengths are rounded to this (the widest GEMM micro-kernel).
 const ALIGN: usize = 16;
@@ -173,11 +176,14 @@ impl Phases {
         }
     }
 
+    /// Elements of the copy, plus 16 of slack so that the kernel's 16-pixel loads may run
+    /// past the end of the last run (lanes it then drops).
     pub(crate) fn len(&self) -> usize {
         self.cg
             .saturating_mul(self.in_rows)
             .saturating_mul(self.sw)
             .saturating_mul(self.width)
+            .saturating_add(16)
     }
 }
 
