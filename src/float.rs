@@ -5,7 +5,8 @@ use std::iter::Sum;
 use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
 
 mod sealed {
-    pub trait Sealed {}
+    /// Sealed; a zeroed allocation of a `Float` is an initialised buffer of zeros.
+    pub trait Sealed: crate::alloc::ZeroBits {}
     impl Sealed for f32 {}
     impl Sealed for f64 {}
 }
@@ -80,6 +81,10 @@ pub trait Float:
     fn is_nan(self) -> bool;
     /// Whether the value is finite.
     fn is_finite(self) -> bool;
+    /// `self · a + b` with one rounding (fused multiply-add). Fast only where the code is
+    /// compiled with FMA (inside `#[target_feature(enable = "fma")]` functions); elsewhere
+    /// it is a library call.
+    fn mul_add(self, a: Self, b: Self) -> Self;
 }
 
 macro_rules! impl_float {
@@ -118,6 +123,10 @@ macro_rules! impl_float {
             #[inline(always)]
             fn is_finite(self) -> bool {
                 $t::is_finite(self)
+            }
+            #[inline(always)]
+            fn mul_add(self, a: Self, b: Self) -> Self {
+                $t::mul_add(self, a, b)
             }
         }
     };

@@ -98,6 +98,22 @@ fn cases() -> Vec<([usize; 4], [usize; 4], Conv2dParams)> {
             [10, 4, 3, 3],
             p.padding([2, 2]).dilation([2, 2]).groups(2),
         ),
+        // Small K (≤ 32): the register-blocked forward kernel, N = 1 with pixel tiles,
+        // cs231n-like strided, 1×1 and grouped.
+        ([1, 3, 64, 64], [20, 3, 3, 3], p.padding([1, 1])),
+        (
+            [5, 3, 31, 29],
+            [25, 3, 3, 3],
+            p.stride([2, 2]).padding([1, 1]),
+        ),
+        (
+            [5, 3, 31, 41],
+            [25, 3, 3, 3],
+            p.stride([2, 2]).padding([1, 1]),
+        ),
+        ([2, 24, 17, 19], [13, 24, 1, 1], p),
+        ([1, 3, 30, 32], [12, 3, 7, 7], p.padding([3, 3])),
+        ([2, 4, 15, 16], [6, 2, 3, 3], p.padding([1, 1]).groups(2)),
         // Pointwise, N = 1 with channel blocks.
         ([1, 256, 12, 12], [32, 256, 1, 1], p),
         ([4, 64, 20, 20], [16, 64, 1, 1], p),

@@ -148,6 +148,43 @@ fn fixed_cases() -> Vec<Case> {
             p.padding([1, 1]).groups(2),
             true,
         ),
+        // Small K (C/groups·KH·KW ≤ 32, the register-blocked forward kernel): filter counts
+        // 25 (blocks 8, 8, 8, 1) and 7 (4, 2, 1), output rows under 16 (lowered) and of 16
+        // or more (phase-split copy) with tails, strides 2 and 3, dilation, padding wider
+        // than the kernel's reach, row tiles at N = 1, 1×1, grouped, K = 32 and K = 33 (the
+        // GEMM below 16-pixel rows).
+        mk(
+            [3, 3, 31, 29],
+            [25, 3, 3, 3],
+            p.stride([2, 2]).padding([1, 1]),
+            true,
+        ),
+        mk(
+            [2, 3, 31, 41],
+            [25, 3, 3, 3],
+            p.stride([2, 2]).padding([1, 1]),
+            true,
+        ),
+        mk(
+            [2, 2, 20, 70],
+            [9, 2, 3, 5],
+            p.stride([3, 2]).padding([2, 3]).dilation([1, 2]),
+            true,
+        ),
+        mk([1, 3, 40, 41], [7, 3, 3, 3], p.padding([1, 1]), false),
+        mk([2, 32, 1, 13], [9, 32, 1, 1], p, true),
+        mk(
+            [2, 4, 9, 10],
+            [6, 2, 3, 3],
+            p.padding([1, 1]).groups(2),
+            true,
+        ),
+        mk([1, 2, 18, 21], [5, 2, 4, 4], p.dilation([2, 1]), true),
+        mk([2, 11, 8, 9], [3, 11, 1, 3], p.padding([0, 1]), true),
+        // K = 147 (7×7 RGB) and K = 256 on the phase-split copy; K = 260 (the GEMM).
+        mk([2, 3, 20, 21], [10, 3, 7, 7], p.padding([3, 3]), true),
+        mk([1, 4, 20, 24], [9, 4, 8, 8], p.padding([3, 3]), true),
+        mk([1, 65, 6, 20], [3, 65, 2, 2], p.padding([1, 1]), false),
         // groups == C == 1.
         mk([2, 1, 8, 8], [5, 1, 3, 3], p.padding([1, 1]), true),
     ]
@@ -245,12 +282,12 @@ fn fast_matches_naive_f64() {
     run_all::<f64>(2, 400);
 }
 
-/// The depthwise kernels at every SIMD level this CPU supports (each level is a separate
-/// compilation of the same loops). Changing the level is process-wide, so this is the only
-/// test here that does; every level is held to the same tolerance, so the concurrently
-/// running tests stay valid whichever level they see.
+/// The depthwise kernels and the small-`K` forward kernel at every SIMD level this CPU
+/// supports (each level is a separate compilation of the same loops). Changing the level is
+/// process-wide, so this is the only test here that does; every level is held to the same
+/// tolerance, so the concurrently running tests stay valid whichever level they see.
 #[test]
-fn depthwise_matches_naive_at_every_simd_level() {
+fn depthwise_and_small_k_match_naive_at_every_simd_level() {
     let initial = simd::active_level();
     for level in simd::supported_levels() {
         simd::set_max_level(level);
@@ -268,6 +305,20 @@ fn depthwise_matches_naive_at_every_simd_level() {
                 case.w = [c * (1 + c % 3), 1, case.w[2], case.w[3]];
             }
             run_case::<f32>(&case, &mut r);
+        }
+        let small_k = |c: &Case| c.p.groups != c.x[1] && c.w[1] * c.w[2] * c.w[3] <= 256;
+        for case in fixed_cases().iter().filter(|c| small_k(c)) {
+            run_case::<f32>(case, &mut r);
+            run_case::<f64>(case, &mut r);
+        }
+        let mut done = 0;
+        while done < 60 {
+            let case = random_case(&mut r);
+            if small_k(&case) {
+                run_case::<f32>(&case, &mut r);
+                run_case::<f64>(&case, &mut r);
+                done += 1;
+            }
         }
     }
     simd::set_max_level(initial);

@@ -10,8 +10,9 @@ What is timed:
   fwd  the layer's forward under torch.no_grad() (batch norm in training mode);
   bwd  torch.autograd.grad of a forward graph built once (retain_graph=True), giving every
        gradient the report's backward gives (conv dx, dw, db; norm dx, dgamma, dbeta; pool
-       dx). PyTorch's max-pool backward reads the indices saved by its forward, ours
-       recomputes the winners from x (the bytes counted are ours: dout + x + dx).
+       dx). Both max-pool backwards read the winners saved by the forward (PyTorch int64
+       indices, ours pool::backward_with_indices with 1-byte indices; the bytes counted
+       are ours: dout + indices + dx).
 
 Needs `torch` (pip install torch); nothing in the crate's tests uses this script.
 

@@ -9,8 +9,10 @@
 //!
 //! Work measures (what the throughput column divides by):
 //! - conv: FLOPs, `2·N·F·(C/groups)·KH·KW·OH·OW` per pass, backward counted as 2 passes;
-//! - max pool: bytes read and written once — forward `x + out`, backward `dout + x + dx`
-//!   (the backward recomputes each window's winner from `x`; no indices are kept);
+//! - max pool: bytes read and written once — forward `x + out` (`pool::forward`, no
+//!   indices), backward `dout + indices + dx` (`pool::backward_with_indices`, the training
+//!   path, like PyTorch's backward which reads the indices its forward saved; the indices
+//!   take 1 byte per output for windows of up to 256 elements);
 //! - batch/group norm: bytes read and written once — forward `x + y`, backward
 //!   `x + dy + dx` (the per-channel vectors and statistics are negligible and not counted).
 
@@ -20,7 +22,7 @@ use cnn_kernels::conv::{self, Conv2dGeometry, Conv2dParams};
 use cnn_kernels::norm::{
     self, BatchNormCache, BatchNormParams, GroupNormCache, GroupNormParams, NormGrads,
 };
-use cnn_kernels::pool::{self, MaxPool2dGeometry, MaxPool2dParams};
+use cnn_kernels::pool::{self, MaxPool2dGeometry, MaxPool2dIndices, MaxPool2dParams};
 use cnn_kernels::{Float, Result, Tensor, TensorView};
 
 /// The fast path of each (layer, direction): the one place where a fast kernel is wired in.
@@ -59,13 +61,14 @@ pub mod fast {
         Some(pool::forward(x, p))
     }
 
-    /// `pool::backward` (winners recomputed from `x`).
+    /// `pool::backward_with_indices` (the training path: the winners recorded by
+    /// `pool::forward_with_indices`).
     pub fn pool_backward<T: Float>(
         dout: TensorView<'_, T>,
-        x: TensorView<'_, T>,
+        indices: &MaxPool2dIndices,
         p: &MaxPool2dParams,
     ) -> Option<Result<Tensor<T>>> {
-        Some(pool::backward(dout, x, p))
+        Some(pool::backward_with_indices(dout, indices, p))
     }
 
     /// `norm::spatial_batch_norm_forward`.
@@ -371,7 +374,14 @@ impl Case {
                 let out_len = g.out_shape().iter().product::<usize>() as f64;
                 match dir {
                     Dir::Fwd => (x_len + out_len) * eb,
-                    Dir::Bwd => (out_len + 2.0 * x_len) * eb,
+                    Dir::Bwd => {
+                        let index_bytes = match p.kernel[0] * p.kernel[1] {
+                            0..=256 => 1.0,
+                            257..=65536 => 2.0,
+                            _ => 4.0,
+                        };
+                        out_len * (eb + index_bytes) + x_len * eb
+                    }
                 }
             }
             Layer::BatchNorm | Layer::GroupNorm(_) => match dir {
@@ -458,7 +468,9 @@ enum Inputs<T> {
         w: Vec<T>,
         b: Vec<T>,
     },
-    Pool,
+    Pool {
+        indices: MaxPool2dIndices,
+    },
     Bn {
         gamma: Vec<T>,
         beta: Vec<T>,
@@ -511,7 +523,8 @@ impl<T: Float> Problem<T> {
             }
             Layer::Pool(p) => {
                 let g = MaxPool2dGeometry::new(case.x.into(), &p)?;
-                (g.out_shape().iter().product(), Inputs::Pool)
+                let (_, indices) = pool::forward_with_indices(xv, &p)?;
+                (g.out_shape().iter().product(), Inputs::Pool { indices })
             }
             Layer::BatchNorm => {
                 let c = case.x[1];
@@ -581,7 +594,7 @@ impl<T: Float> Problem<T> {
                     }
                 }
             }
-            (Inputs::Pool, Layer::Pool(p)) => {
+            (Inputs::Pool { indices }, Layer::Pool(p)) => {
                 let r = match dir {
                     Dir::Fwd if naive => Some(pool::naive::forward(x, &p)),
                     Dir::Fwd => fast::pool_forward(x, &p),
@@ -590,7 +603,7 @@ impl<T: Float> Problem<T> {
                         if naive {
                             Some(pool::naive::backward(d, x, &p))
                         } else {
-                            fast::pool_backward(d, x, &p)
+                            fast::pool_backward(d, indices, &p)
                         }
                     }
                 };

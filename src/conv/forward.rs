@@ -5,13 +5,14 @@
 use rayon::prelude::*;
 
 use super::depthwise;
+use super::direct::{self, small_gemm, SmallGemm};
 use super::exec::{run_lanes, SharedMut};
 use super::gemm::MatRef;
 use super::im2col::{im2col, Lowering};
-use super::plan::{FwdPlan, Path};
+use super::plan::{FwdPlan, Path, Phases};
 use super::{Conv2dGeometry, Conv2dParams, OP};
 use crate::error::{Error, Result};
-use crate::{Float, Tensor, TensorView, TensorViewMut};
+use crate::{simd, Float, Tensor, TensorView, TensorViewMut};
 
 /// Elements of workspace that [`forward_into`] needs for this geometry (0 for 1×1
 /// stride-1 unpadded convolutions).
@@ -133,6 +134,15 @@ fn gemm_forward<T: Float>(
         let (n, grp, tile) = (unit / (nt * g.groups), (unit / nt) % g.groups, unit % nt);
         let (p0, pt) = plan.tiles.range(tile);
         let xg = (n * g.c + grp * g.cg) * hw;
+        if plan.phased {
+            // One reading of the level for the whole unit (tests change it concurrently).
+            let level = simd::active_level();
+            if direct::available(level) {
+                let xg = &x[xg..xg + g.cg * hw];
+                phased_unit(g, plan, level, xg, w, b, &out, (n, grp, p0, pt), slot);
+                return;
+            }
+        }
         let cols = match plan.path {
             Path::Im2col => {
                 let cols = &mut slot[..k * pt];
@@ -143,8 +153,12 @@ fn gemm_forward<T: Float>(
         };
         let wg = &w[grp * g.fg * k..(grp + 1) * g.fg * k];
         let base = (n * g.f + grp * g.fg) * p + p0;
+
         let block = |fb: usize| {
             let (f0, fm) = plan.fblocks.range(fb);
+            if plan.small_k && small_block(g, plan, (grp, f0, fm), base, pt, wg, cols, b, &out) {
+                return;
+            }
             let off = base + f0 * p;
             let wb = MatRef::new(&wg[f0 * k..], k, 1);
             // SAFETY: `C` is filters f0..f0+fm × pixels p0..p0+pt of image n, group grp:
@@ -169,4 +183,146 @@ fn gemm_forward<T: Float>(
             (0..plan.fblocks.count).into_par_iter().for_each(block);
         }
     });
+}
+
+/// Filters `f0 .. f0 + fm` of group `grp` × one unit's `pt` pixels (at `out[base ..]`,
+/// filter row stride `OH·OW`) through the register-blocked small-`K` kernel, in chunks of
+/// 8 filters (the chunking does not change any element's sum). Returns `false`, writing
+/// nothing, where that kernel has no clone for the SIMD level (the GEMM runs instead).
+#[allow(clippy::too_many_arguments)]
+fn small_block<T: Float>(
+    g: &Conv2dGeometry,
+    plan: &FwdPlan,
+    (grp, f0, fm): (usize, usize, usize),
+    base: usize,
+    pt: usize,
+    wg: &[T],
+    cols: MatRef<'_, T>,
+    b: Option<&[T]>,
+    out: &SharedMut<'_, T>,
+) -> bool {
+    // One reading of the level for the whole block (tests change it concurrently).
+    let level = simd::active_level();
+    if !direct::available(level) {
+        return false;
+    }
+    const CHUNK: usize = 8;
+    let (p, k) = (g.oh * g.ow, plan.k);
+    let mut offs = [0; direct::MAX_K];
+    for (t, o) in offs.iter_mut().enumerate().take(k) {
+        *o = t * cols.rs;
+    }
+    for c0 in (f0..f0 + fm).step_by(CHUNK) {
+        let cm = CHUNK.min(f0 + fm - c0);
+        let mut rows: [&mut [T]; CHUNK] = std::array::from_fn(|r| {
+            if r < cm {
+                // SAFETY: row `c0 + r` of the unit's tile (a filter of this block × the
+                // unit's pixels) is written by this (unit, filter block) alone, which runs
+                // once; the rows are distinct.
+                unsafe { out.slice(base + (c0 + r) * p, pt) }
+            } else {
+                &mut []
+            }
+        });
+        let args = SmallGemm {
+            k,
+            w: &wg[c0 * k..(c0 + cm) * k],
+            cols: cols.data,
+            offs: &offs[..k],
+            seg_len: pt,
+            seg_step: 0,
+            pt,
+            bias: b.map(|b| &b[grp * g.fg + c0..grp * g.fg + c0 + cm]),
+        };
+        let done = small_gemm(level, &args, &mut rows[..cm]);
+        debug_assert!(done);
+    }
+    true
+}
+
+/// One unit (image `n`, group `grp`, the whole output rows of pixels `p0 .. p0 + pt`) of a
+/// small-`K` im2col-path convolution: copies the input rows it reads into `slot` in the
+/// [`Phases`] layout, then runs the register-blocked kernel on each output row, reading the
+/// taps' contiguous runs in place (no lowering).
+#[allow(clippy::too_many_arguments)]
+fn phased_unit<T: Float>(
+    g: &Conv2dGeometry,
+    plan: &FwdPlan,
+    level: simd::Level,
+    xg: &[T],
+    w: &[T],
+    b: Option<&[T]>,
+    out: &SharedMut<'_, T>,
+    (n, grp, p0, pt): (usize, usize, usize, usize),
+    slot: &mut [T],
+) {
+    const CHUNK: usize = 8;
+    let (p, k, ow) = (g.oh * g.ow, plan.k, g.ow);
+    let (r0, rn) = (p0 / ow, pt / ow);
+    let ph = Phases::new(g, rn);
+    let buf = &mut slot[..ph.len()];
+    fill_phases(g, &ph, xg, r0, buf);
+    let [sh, sw] = g.params.stride;
+    let [dh, dw] = g.params.dilation;
+    let mut offs0 = [0; direct::MAX_K];
+    for c in 0..g.cg {
+        for u in 0..g.kh {
+            for v in 0..g.kw {
+                offs0[(c * g.kh + u) * g.kw + v] =
+                    ((c * ph.in_rows + u * dh) * sw + (v * dw) % sw) * ph.width + (v * dw) / sw;
+            }
+        }
+    }
+    let wg = &w[grp * g.fg * k..(grp + 1) * g.fg * k];
+    let base = (n * g.f + grp * g.fg) * p + p0;
+    for c0 in (0..g.fg).step_by(CHUNK) {
+        let cm = CHUNK.min(g.fg - c0);
+        let mut rows: [&mut [T]; CHUNK] = std::array::from_fn(|r| {
+            if r < cm {
+                // SAFETY: the tile's pixels of filter c0 + r (group grp, image n) are written
+                // by this unit alone, which runs once; the rows are distinct.
+                unsafe { out.slice(base + (c0 + r) * p, pt) }
+            } else {
+                &mut []
+            }
+        });
+        let args = SmallGemm {
+            k,
+            w: &wg[c0 * k..(c0 + cm) * k],
+            cols: &*buf,
+            offs: &offs0[..k],
+            seg_len: ow,
+            seg_step: sh * sw * ph.width,
+            bias: b.map(|b| &b[grp * g.fg + c0..grp * g.fg + c0 + cm]),
+            pt,
+        };
+        let done = small_gemm(level, &args, &mut rows[..cm]);
+        debug_assert!(done);
+    }
+}
+
+/// Fills `buf` with the [`Phases`] copy of the `cg` planes `xg` for the tile whose first
+/// output row is `r0` (zeros in the padding).
+fn fill_phases<T: Float>(g: &Conv2dGeometry, ph: &Phases, xg: &[T], r0: usize, buf: &mut [T]) {
+    let (hw, sw, width) = (g.h * g.w, ph.sw, ph.width);
+    let [pad_h, pad_w] = g.params.padding;
+    for c in 0..g.cg {
+        for y in 0..ph.in_rows {
+            let dst = &mut buf[(c * ph.in_rows + y) * sw * width..][..sw * width];
+            // Input row r0·sh + y − pad_h, when inside the input.
+            let iy = (r0 * g.params.stride[0] + y).wrapping_sub(pad_h);
+            if iy >= g.h {
+                dst.fill(T::ZERO);
+                continue;
+            }
+            let src = &xg[c * hw + iy * g.w..][..g.w];
+            for (q, d) in dst.chunks_exact_mut(width).enumerate() {
+                for (m, d) in d.iter_mut().enumerate() {
+                    // Padded column m·sw + q is input column m·sw + q − pad_w.
+                    let ix = (m * sw + q).wrapping_sub(pad_w);
+                    *d = if ix < g.w { src[ix] } else { T::ZERO };
+                }
+            }
+        }
+    }
 }

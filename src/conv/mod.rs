@@ -10,15 +10,21 @@
 //!
 //! ## Fast paths
 //!
-//! [`forward`] / [`forward_into`] and [`backward`] / [`backward_into`] pick one of three
-//! kernels from the geometry:
+//! [`forward`] / [`forward_into`] and [`backward`] / [`backward_into`] pick a kernel from the
+//! geometry:
 //! - **depthwise** (`groups == C`): direct SIMD kernels (AVX-512 / AVX2 / baseline clones);
 //! - **pointwise** (1×1, stride 1, no padding): the image is the column matrix, one GEMM
 //!   per tile of pixels straight into the NCHW output;
 //! - **im2col + GEMM** otherwise: tiles of output pixels (about 128 Ki column elements each,
 //!   so the buffer never scales with the batch or the image) are lowered and multiplied by
 //!   the weights, then the bias is added to the tile while it is in cache
-//!   (`out ← W · cols`, then `out += b`).
+//!   (`out ← W · cols`, then `out += b`);
+//! - **small `K`** (forward only, AVX2/AVX-512): a register-blocked kernel replaces the GEMM
+//!   (blocks of filters × 16 pixels, bias first, fused multiply-adds): on the im2col path
+//!   with output rows of at least 16 pixels and `C/groups · KH · KW` ≤ 256 it reads a
+//!   phase-split zero-padded copy of the input rows instead of lowered columns (each tap of
+//!   an output row is then one contiguous run, whatever the stride and dilation); otherwise
+//!   for `C/groups · KH · KW` ≤ 32 it multiplies the lowered columns (or the 1×1 image).
 //!
 //! The backward computes `db`, `dw = Σ dout · colsᵀ` and `dx = col2im(Wᵀ · dout)` in one
 //! call. Work runs on the current rayon pool, across images, groups and tiles, and inside
@@ -36,6 +42,7 @@
 
 mod backward;
 mod depthwise;
+mod direct;
 mod exec;
 mod forward;
 mod gemm;

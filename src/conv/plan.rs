@@ -27,6 +27,28 @@ const MIN_KC: usize = 128;
 /// Largest total of the per-chunk `dw` partials (elements) that the backward pass spends to
 /// parallelise the weight gradient over the batch.
 const PARTIAL_ELEMS: usize = 1 << 20;
+/// Longest reduction (`C/groups · KH · KW`) for which the forward pass multiplies lowered
+/// columns (or a 1×1 layer's image) with the register-blocked kernel of `direct.rs` instead
+/// of `matrixmultiply`, whose packing of both operands (and buffer allocation) per call costs
+/// more than the product at such `K`. Measured (f32 forward, one thread, CPU time, busy
+/// 2-core AVX-512 machine) on cs231n_fast x(100,3,31,31) w(25,3,3,3) s2 p1 (`K` = 27):
+/// 32.6–35.5 GFLOP/s with the GEMM, 44–50 with this kernel after the lowering (41 at AVX2;
+/// the lowering was then half the time). Reading a 1×1 layer's image in place stops paying
+/// at large `K` (pointwise_56, `K` = 256: 29–38 against the GEMM's 73–78: 256 strided rows
+/// per pixel block), so this stays small.
+pub(crate) const SMALL_K: usize = 32;
+/// Longest reduction for which the im2col path (output rows of at least 16 pixels) runs the
+/// register-blocked kernel on a phase-split padded copy of the input rows ([`Phases`]: no
+/// lowering, each tap of an output row one contiguous run). Same conditions as above:
+/// cs231n_fast (`K` = 27) 64–71 GFLOP/s (GEMM 33–39; PyTorch one thread 58); cs231n_net
+/// x(50,3,32,32) w(32,3,7,7) p3 (`K` = 147) 152–156 (GEMM 87–93); resnet_stem
+/// x(8,3,224,224) w(64,3,7,7) s2 p3 (`K` = 147) 121–127 (GEMM 100–108); x(8,8,28,28)
+/// w(32,8,5,5) p2 (`K` = 200, rows of 28: a masked last block) 135 (GEMM 91); with many
+/// channels on par: x(8,16,56,56) w(64,16,3,3) p1 (`K` = 144) 118 (GEMM 120), x(8,28,56,56)
+/// w(64,28,3,3) p1 (`K` = 252) 114 (GEMM 119). The bound is the kernel's largest `K` (its
+/// stack copy of a filter block's weights); at `K` = 576 (resnet_3x3_56) the kernel fell
+/// far behind the GEMM, which keeps those layers.
+pub(crate) const PHASED_K: usize = super::direct::MAX_K;
 /// Tile lengths are rounded to this (the widest GEMM micro-kernel).
 const ALIGN: usize = 16;
 
@@ -94,6 +116,17 @@ impl Split {
         }
     }
 
+    /// Tiles of `total` pixels for the small-`K` kernel on a 1×1 convolution with `outer`
+    /// (image, group) pairs: the image itself is the column matrix (no lowering buffer), so
+    /// tiles only serve parallelism — whole images when there are [`TARGET_TASKS`] pairs,
+    /// else just enough tiles (of at least [`MIN_TILE`] pixels) to reach it. (For the GEMM
+    /// on large 1×1 layers, whole images were not faster than [`Split::tiles`]: pointwise_56
+    /// forward measured 87–95 GFLOP/s against 89–103 with tiles of 448 pixels.)
+    fn pointwise(total: usize, outer: usize) -> Split {
+        let want = TARGET_TASKS.div_ceil(outer.max(1));
+        Split::even(total, want.min(total / MIN_TILE).max(1), ALIGN)
+    }
+
     /// `(start, len)` of piece `i`.
     pub(crate) fn range(&self, i: usize) -> (usize, usize) {
         let start = i * self.len;
@@ -109,6 +142,51 @@ fn channel_blocks(cg: usize, khw: usize, outer: usize) -> Split {
     Split::even(cg, want.min(max), 1)
 }
 
+/// The phase-split, zero-padded copy of the input rows that `rows` output rows read, for
+/// the small-`K` kernel: for channel `c`, padded input row `y` (relative to the tile's
+/// first) and phase `q < sw`, `buf[((c·in_rows + y)·sw + q)·width + m]` holds padded input
+/// column `m·sw + q`. Tap `(c, u, v)` of local output row `i` then reads a contiguous run of
+/// `OW` values at `((c·in_rows + i·sh + u·dh)·sw + (v·dw) % sw)·width + (v·dw) / sw`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Phases {
+    pub(crate) cg: usize,
+    pub(crate) in_rows: usize,
+    pub(crate) sw: usize,
+    pub(crate) width: usize,
+}
+
+impl Phases {
+    pub(crate) fn new(g: &Conv2dGeometry, rows: usize) -> Phases {
+        let p = &g.params;
+        let (sh, sw, dh, dw) = (p.stride[0], p.stride[1], p.dilation[0], p.dilation[1]);
+        let in_rows = rows
+            .saturating_sub(1)
+            .saturating_mul(sh)
+            .saturating_add((g.kh - 1).saturating_mul(dh))
+            .saturating_add(1);
+        let padded = g.w.saturating_add(2 * p.padding[1]);
+        let width = padded
+            .div_ceil(sw)
+            .max(g.ow.saturating_add((g.kw - 1).saturating_mul(dw) / sw));
+        Phases {
+            cg: g.cg,
+            in_rows,
+            sw,
+            width,
+        }
+    }
+
+    /// Elements of the copy, plus 16 of slack so that the kernel's 16-pixel loads may run
+    /// past the end of the last run (lanes it then drops).
+    pub(crate) fn len(&self) -> usize {
+        self.cg
+            .saturating_mul(self.in_rows)
+            .saturating_mul(self.sw)
+            .saturating_mul(self.width)
+            .saturating_add(16)
+    }
+}
+
 /// The forward pass: units of (image, group, tile), each lowered into one lane's slot and
 /// multiplied by the group's weights, in `fblocks` GEMMs when there are few units.
 #[derive(Debug, Clone, Copy)]
@@ -121,13 +199,41 @@ pub(crate) struct FwdPlan {
     pub(crate) lanes: usize,
     pub(crate) slot_len: usize,
     pub(crate) fblocks: Split,
+    /// `k ≤ SMALL_K`: the register-blocked kernel of `direct.rs` instead of the GEMM.
+    pub(crate) small_k: bool,
+    /// `k ≤ PHASED_K` on the im2col path with output rows of 16 pixels or more: tiles are
+    /// whole output rows, and (at AVX2 and up) the kernel reads a [`Phases`] copy of the
+    /// input instead of lowered columns.
+    pub(crate) phased: bool,
 }
 
 impl FwdPlan {
     pub(crate) fn new(g: &Conv2dGeometry) -> FwdPlan {
         let path = Path::of(g);
         let k = g.cg * g.kh * g.kw;
-        let tiles = Split::tiles(g.oh * g.ow, k);
+        let small_k = k <= SMALL_K;
+        // Output rows shorter than the kernel's 16-pixel block would all run its scalar
+        // tail: those keep the lowering, whose tiles span rows.
+        let phased = k <= PHASED_K && path == Path::Im2col && g.ow >= 16;
+        let tiles = if phased {
+            // Whole output rows (the phase layout is per input row), as few tiles as
+            // parallelism and the column tile of the GEMM fallback allow.
+            let p = g.oh * g.ow;
+            let want = TARGET_TASKS
+                .div_ceil(g.n.saturating_mul(g.groups).max(1))
+                .max(p.saturating_mul(k).div_ceil(TILE_ELEMS));
+            let rows = Split::even(g.oh, want, 1);
+            Split {
+                len: rows.len * g.ow,
+                count: rows.count,
+                total: p,
+            }
+        } else if small_k {
+            // Tiles serve parallelism only (the image is the column matrix).
+            Split::pointwise(g.oh * g.ow, g.n.saturating_mul(g.groups))
+        } else {
+            Split::tiles(g.oh * g.ow, k)
+        };
         let units = g.n.saturating_mul(g.groups).saturating_mul(tiles.count);
         let fblocks = if units >= TARGET_TASKS {
             Split::whole(g.fg)
@@ -141,12 +247,18 @@ impl FwdPlan {
             tiles,
             units,
             lanes: units.min(MAX_LANES),
-            slot_len: if path == Path::Im2col {
+            slot_len: if phased {
+                // Either kernel may run (the level decides), so room for either buffer.
+                let rows = tiles.len / g.ow.max(1);
+                k.saturating_mul(tiles.len).max(Phases::new(g, rows).len())
+            } else if path == Path::Im2col {
                 k.saturating_mul(tiles.len)
             } else {
                 0
             },
             fblocks,
+            small_k,
+            phased,
         }
     }
 

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 use super::forward::planes_per_task;
 use super::indices::{IndexData, MaxPool2dIndices, WinIdx};
 use super::kernel::{self, Plan};
-use super::output::zeroed_tensor;
+
 use super::{MaxPool2dGeometry, MaxPool2dParams, OP};
 use crate::error::{Error, Result};
 use crate::simd::{self, cast_slice, cast_slice_mut, Level};
@@ -149,7 +149,7 @@ pub fn backward<T: Float>(
 ) -> Result<Tensor<T>> {
     let g = MaxPool2dGeometry::new(x.shape(), p)?;
     g.check_dout(dout.shape())?;
-    let mut dx = zeroed_tensor(g.x_shape())?;
+    let mut dx = Tensor::zeros(g.x_shape())?;
     run(&g, dout.data(), x.data(), dx.data_mut(), true);
     Ok(dx)
 }
@@ -193,7 +193,7 @@ pub fn backward_with_indices<T: Float>(
     p: &MaxPool2dParams,
 ) -> Result<Tensor<T>> {
     let g = check_indices(indices, p, dout.shape())?;
-    let mut dx = zeroed_tensor(g.x_shape())?;
+    let mut dx = Tensor::zeros(g.x_shape())?;
     run_indices(&g, indices.data(), dout.data(), dx.data_mut(), true);
     Ok(dx)
 }

@@ -4,7 +4,7 @@ use rayon::prelude::*;
 
 use super::indices::{IndexData, MaxPool2dIndices};
 use super::kernel::{self, Plan};
-use super::output::zeroed_tensor;
+
 use super::{MaxPool2dGeometry, MaxPool2dParams, OP};
 use crate::error::{Error, Result};
 use crate::simd::{self, cast_slice, cast_slice_mut, Level};
@@ -88,7 +88,7 @@ fn check_out(g: &MaxPool2dGeometry, out: Shape) -> Result<()> {
 /// ```
 pub fn forward<T: Float>(x: TensorView<'_, T>, p: &MaxPool2dParams) -> Result<Tensor<T>> {
     let g = MaxPool2dGeometry::new(x.shape(), p)?;
-    let mut out = zeroed_tensor(g.out_shape())?;
+    let mut out = Tensor::zeros(g.out_shape())?;
     run(&g, x.data(), out.data_mut(), None);
     Ok(out)
 }
@@ -127,7 +127,7 @@ pub fn forward_with_indices<T: Float>(
     p: &MaxPool2dParams,
 ) -> Result<(Tensor<T>, MaxPool2dIndices)> {
     let g = MaxPool2dGeometry::new(x.shape(), p)?;
-    let mut out = zeroed_tensor(g.out_shape())?;
+    let mut out = Tensor::zeros(g.out_shape())?;
     let mut ix = MaxPool2dIndices::new(&g)?;
     run(&g, x.data(), out.data_mut(), Some(ix.parts_mut().1));
     ix.set_filled();

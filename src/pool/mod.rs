@@ -25,7 +25,6 @@ mod forward;
 mod indices;
 mod kernel;
 pub mod naive;
-mod output;
 
 pub use backward::{backward, backward_into, backward_with_indices, backward_with_indices_into};
 pub use forward::{forward, forward_into, forward_with_indices, forward_with_indices_into};

@@ -34,6 +34,9 @@ pub(crate) unsafe trait SimdVec: Copy {
 
     /// Every lane `v`.
     unsafe fn splat(v: Self::Elem) -> Self;
+    /// `a·b + acc` per lane: fused (one rounding) on the AVX2 and AVX-512 levels, a multiply
+    /// then an add (two roundings) on the scalar and portable ones.
+    unsafe fn mul_add(a: Self, b: Self, acc: Self) -> Self;
     /// Reads `LANES` elements from `p` (any alignment).
     unsafe fn load(p: *const Self::Elem) -> Self;
     /// Writes `LANES` elements to `p` (any alignment).
@@ -73,6 +76,10 @@ unsafe impl<T: Float> SimdVec for Scalar<T> {
     #[inline(always)]
     unsafe fn splat(v: T) -> Self {
         Scalar(v)
+    }
+    #[inline(always)]
+    unsafe fn mul_add(a: Self, b: Self, acc: Self) -> Self {
+        Scalar(acc.0 + a.0 * b.0)
     }
     #[inline(always)]
     unsafe fn load(p: *const T) -> Self {
@@ -148,6 +155,10 @@ macro_rules! impl_wide {
             #[inline(always)]
             unsafe fn splat(v: $t) -> Self {
                 Wide(wide::$v::splat(v))
+            }
+            #[inline(always)]
+            unsafe fn mul_add(a: Self, b: Self, acc: Self) -> Self {
+                Wide(acc.0 + a.0 * b.0)
             }
             #[inline(always)]
             unsafe fn load(p: *const $t) -> Self {

@@ -39,6 +39,11 @@ unsafe impl SimdVec for Avx2F32 {
     }
     #[inline]
     #[target_feature(enable = "avx2,fma")]
+    unsafe fn mul_add(a: Self, b: Self, acc: Self) -> Self {
+        Avx2F32(_mm256_fmadd_ps(a.0, b.0, acc.0))
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
     unsafe fn load(p: *const f32) -> Self {
         // SAFETY: the caller guarantees 8 readable elements at `p`.
         Avx2F32(unsafe { _mm256_loadu_ps(p) })
@@ -119,6 +124,11 @@ unsafe impl SimdVec for Avx2F64 {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn splat(v: f64) -> Self {
         Avx2F64(_mm256_set1_pd(v))
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn mul_add(a: Self, b: Self, acc: Self) -> Self {
+        Avx2F64(_mm256_fmadd_pd(a.0, b.0, acc.0))
     }
     #[inline]
     #[target_feature(enable = "avx2,fma")]
@@ -205,6 +215,11 @@ unsafe impl SimdVec for Avx512F32 {
     }
     #[inline]
     #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn mul_add(a: Self, b: Self, acc: Self) -> Self {
+        Avx512F32(_mm512_fmadd_ps(a.0, b.0, acc.0))
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
     unsafe fn load(p: *const f32) -> Self {
         // SAFETY: the caller guarantees 16 readable elements at `p`.
         Avx512F32(unsafe { _mm512_loadu_ps(p) })
@@ -282,6 +297,11 @@ unsafe impl SimdVec for Avx512F64 {
     #[target_feature(enable = "avx512f,avx2,fma")]
     unsafe fn splat(v: f64) -> Self {
         Avx512F64(_mm512_set1_pd(v))
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn mul_add(a: Self, b: Self, acc: Self) -> Self {
+        Avx512F64(_mm512_fmadd_pd(a.0, b.0, acc.0))
     }
     #[inline]
     #[target_feature(enable = "avx512f,avx2,fma")]
