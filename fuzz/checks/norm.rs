@@ -431,6 +431,8 @@ fn set_stats<T: Float>(x: &[f64], eps: f64, stats: Option<(f64, f64)>) -> SetSta
         && mean.abs() <= max / 8.0
         && s2 > 0.0
         && s2.is_finite()
+        // inv_std and its square (fast backward coefficients) must fit T.
+        && s2 >= 64.0 / max
         && e_v <= s2 / 4.0;
     SetStats {
         mean,
@@ -640,7 +642,14 @@ fn check_backward<T: Float>(
                     * un
                     * ((l * dout[e].abs() + ady + xh.abs() * bdy)
                         + s.inv_std * (l + 2.0) * (1.0 + xh.abs()) * (1.0 + gmax)
-                        + (x[e] - s.mean).abs());
+                        + (x[e] - s.mean).abs())
+                    // Σdy·(x − μ) summed in T may underflow by (L+2)·un, and reaches dx
+                    // multiplied by γ·inv_std³·(x − μ)/L.
+                    + 4.0 * (l + 2.0) / l
+                        * un
+                        * gmax
+                        * s.inv_std.powi(3)
+                        * (x[e] - s.mean).abs();
                 2.0 * s.inv_std / l * inner + under + abs
             } else {
                 8.0 * u * (s.inv_std * g).abs() + 4.0 * un * dout[e].abs() * (1.0 + gmax) + abs
