@@ -566,7 +566,7 @@ fn panic_message(e: Box<dyn std::any::Any + Send>) -> String {
 
 /// Serialises SIMD-level sweeps: the level is process-wide, and `cargo test` runs tests on
 /// several threads.
-static LEVEL_SWEEP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+pub static LEVEL_SWEEP: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Runs `f` once, or, if `per_level`, once per SIMD level the CPU supports up to the level
 /// active now (so `CNN_KERNELS_SIMD` caps the sweep), labelling each run.
