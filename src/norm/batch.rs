@@ -10,12 +10,13 @@ use rayon::prelude::*;
 
 use super::kernels::{self, add2, par_for, tree, Moments, Segments, SharedMut, SLABS};
 use super::{
-    check_dout, rows, BatchNormCache, BatchNormGeometry, BatchNormMode, BatchNormParams, NormGrads,
+    check_channels, check_dout, check_same_shape, rows, BatchNormCache, BatchNormGeometry,
+    BatchNormMode, BatchNormParams, NormGrads,
 };
 use crate::alloc::zeroed_vec;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::simd::{self, Level};
-use crate::{Float, Shape, Tensor, TensorView, TensorViewMut};
+use crate::{Float, Tensor, TensorView, TensorViewMut};
 
 const BN: &str = "batch_norm";
 const SBN: &str = "spatial_batch_norm";
@@ -163,28 +164,6 @@ pub fn spatial_batch_norm_backward_into<T: Float>(
     backward_into(SBN, true, dout, x, gamma, cache, dx, dgamma, dbeta)
 }
 
-/// Errors unless an output tensor has the shape of `x`.
-pub(super) fn check_out(op: &'static str, what: &str, out: Shape, x: Shape) -> Result<()> {
-    if out != x {
-        return Err(Error::shape(
-            op,
-            format!("{what} has shape {out}, x has shape {x}"),
-        ));
-    }
-    Ok(())
-}
-
-/// Errors unless a per-channel output has `c` values.
-pub(super) fn check_len(op: &'static str, what: &str, len: usize, c: usize) -> Result<()> {
-    if len != c {
-        return Err(Error::shape(
-            op,
-            format!("{what} has {len} values for {c} channels"),
-        ));
-    }
-    Ok(())
-}
-
 #[allow(clippy::too_many_arguments)]
 fn forward_alloc<T: Float>(
     op: &'static str,
@@ -243,7 +222,7 @@ fn forward_into<T: Float>(
         ],
         p,
     )?;
-    check_out(op, "y", y.shape(), x.shape())?;
+    check_same_shape(op, "y", y.shape(), x.shape())?;
     g.check_cache(op, cache)?;
     cache.mode = p.mode;
     let lvl = simd::active_level();
@@ -386,9 +365,9 @@ fn backward_into<T: Float>(
     )?;
     check_dout(op, dout.shape(), x.shape())?;
     g.check_cache(op, cache)?;
-    check_out(op, "dx", dx.shape(), x.shape())?;
-    check_len(op, "dgamma", dgamma.len(), g.c)?;
-    check_len(op, "dbeta", dbeta.len(), g.c)?;
+    check_same_shape(op, "dx", dx.shape(), x.shape())?;
+    check_channels(op, "dgamma", dgamma.len(), g.c)?;
+    check_channels(op, "dbeta", dbeta.len(), g.c)?;
     let lvl = simd::active_level();
     let (x, dy, dx) = (x.data(), dout.data(), dx.into_data());
     if g.hw == 1 {

@@ -8,8 +8,9 @@
 
 use rayon::prelude::*;
 
-use super::batch::{check_len, check_out, shifted};
+use super::batch::shifted;
 use super::kernels::{self, add2, tree, Moments, Segments, Strided, CHUNK, PAR_ELEMS};
+use super::{check_channels, check_same_shape};
 use super::{check_dout, GroupNormCache, GroupNormGeometry, GroupNormParams, NormGrads};
 use crate::alloc::zeroed_vec;
 use crate::error::{Error, Result};
@@ -56,7 +57,7 @@ pub fn group_norm_forward_into<T: Float>(
 ) -> Result<()> {
     let g = GroupNormGeometry::new(GN, x.shape(), p.groups, gamma.len(), beta.len())?;
     super::check_eps(GN, p.eps)?;
-    check_out(GN, "y", y.shape(), x.shape())?;
+    check_same_shape(GN, "y", y.shape(), x.shape())?;
     cache.groups = g.groups;
     g.check_cache(GN, cache)?;
     let lvl = simd::active_level();
@@ -170,9 +171,9 @@ pub fn group_norm_backward_into<T: Float>(
     let g = GroupNormGeometry::new(GN, x.shape(), cache.groups, gamma.len(), gamma.len())?;
     check_dout(GN, dout.shape(), x.shape())?;
     g.check_cache(GN, cache)?;
-    check_out(GN, "dx", dx.shape(), x.shape())?;
-    check_len(GN, "dgamma", dgamma.len(), g.c)?;
-    check_len(GN, "dbeta", dbeta.len(), g.c)?;
+    check_same_shape(GN, "dx", dx.shape(), x.shape())?;
+    check_channels(GN, "dgamma", dgamma.len(), g.c)?;
+    check_channels(GN, "dbeta", dbeta.len(), g.c)?;
     let need = group_norm_backward_workspace_len(&g);
     if workspace.len() < need {
         return Err(Error::WorkspaceTooSmall {

@@ -348,11 +348,21 @@ impl GroupNormGeometry {
 
 /// Errors unless `dout` has the same shape as `x`.
 pub(crate) fn check_dout(op: &'static str, dout: Shape, x: Shape) -> Result<()> {
-    if dout != x {
+    check_same_shape(op, "dout", dout, x)
+}
+
+/// Errors unless `what` (an upstream gradient or an output buffer) has the shape of `x`.
+pub(crate) fn check_same_shape(op: &'static str, what: &str, shape: Shape, x: Shape) -> Result<()> {
+    if shape != x {
         return Err(Error::shape(
             op,
-            format!("dout has shape {dout}, x has shape {x}"),
+            format!("{what} has shape {shape}, x has shape {x}"),
         ));
     }
     Ok(())
+}
+
+/// Errors unless a per-channel vector (or output buffer) has `c` values.
+pub(crate) fn check_channels(op: &'static str, what: &str, len: usize, c: usize) -> Result<()> {
+    check_vec(op, what, len, c, "channels")
 }
