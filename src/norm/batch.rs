@@ -10,13 +10,13 @@ use rayon::prelude::*;
 
 use super::kernels::{self, add2, par_for, tree, Moments, Segments, SharedMut, SLABS};
 use super::{
-    check_channels, check_dout, check_same_shape, rows, BatchNormCache, BatchNormGeometry,
-    BatchNormMode, BatchNormParams, NormGrads,
+    check_channels, check_dout, check_out_len, check_same_shape, rows, BatchNormCache,
+    BatchNormGeometry, BatchNormMode, BatchNormParams, GradsOut, NormGrads,
 };
-use crate::alloc::zeroed_vec;
+use crate::alloc::{as_uninit_mut, assume_init_vec, uninit_vec, zeroed_vec, Out};
 use crate::error::Result;
 use crate::simd::{self, Level};
-use crate::{Float, Tensor, TensorView, TensorViewMut};
+use crate::{Float, Shape, Tensor, TensorView, TensorViewMut};
 
 const BN: &str = "batch_norm";
 const SBN: &str = "spatial_batch_norm";
@@ -176,27 +176,26 @@ fn forward_alloc<T: Float>(
     p: &BatchNormParams,
 ) -> Result<(Tensor<T>, BatchNormCache<T>)> {
     let c = gamma.len();
-    let mut y = Tensor::from_vec(x.shape(), zeroed_vec(op, x.data().len())?)?;
+    let mut y = uninit_vec(op, x.data().len())?;
     let mut cache = BatchNormCache {
         mode: p.mode,
         mean: zeroed_vec(op, c)?,
         inv_std: zeroed_vec(op, c)?,
     };
-    forward_into(
-        op,
-        spatial,
-        x,
+    let vecs = Vecs {
         gamma,
         beta,
         running_mean,
         running_var,
-        p,
-        y.view_mut(),
-        &mut cache,
-    )?;
-    Ok((y, cache))
+    };
+    forward_checked(op, spatial, x, vecs, p, (x.shape(), &mut y), &mut cache)?;
+    // SAFETY: `forward_checked` returned `Ok`, so it wrote every element of `y` (see
+    // `forward_checked`).
+    let y = unsafe { assume_init_vec(y) };
+    Ok((Tensor::from_vec(x.shape(), y)?, cache))
 }
 
+/// The public `*_forward_into`: [`forward_checked`] on the caller's `y`.
 #[allow(clippy::too_many_arguments)]
 fn forward_into<T: Float>(
     op: &'static str,
@@ -210,30 +209,49 @@ fn forward_into<T: Float>(
     y: TensorViewMut<'_, T>,
     cache: &mut BatchNormCache<T>,
 ) -> Result<()> {
-    let g = BatchNormGeometry::new(
-        op,
-        x.shape(),
-        spatial,
-        [
-            ("gamma", gamma.len()),
-            ("beta", beta.len()),
-            ("running_mean", running_mean.len()),
-            ("running_var", running_var.len()),
-        ],
-        p,
-    )?;
-    check_same_shape(op, "y", y.shape(), x.shape())?;
-    g.check_cache(op, cache)?;
-    cache.mode = p.mode;
-    let lvl = simd::active_level();
-    let y = y.into_data();
-    let (mean, inv_std) = (&mut cache.mean[..], &mut cache.inv_std[..]);
+    let shape = y.shape();
+    // SAFETY: the kernels store only computed values through `Out` slots.
+    let y = unsafe { as_uninit_mut(y.into_data()) };
     let vecs = Vecs {
         gamma,
         beta,
         running_mean,
         running_var,
     };
+    forward_checked(op, spatial, x, vecs, p, (shape, y), cache)
+}
+
+/// Validates, then computes. On `Ok`, every element of `y` has been written: `y` has the
+/// length of `x` (checked), [`rows::bn_forward`] covers it with row tasks that each write
+/// every column strip, and [`forward_channels`] writes every leaf of every channel's `N`
+/// slabs, which tile the tensor.
+fn forward_checked<T: Float>(
+    op: &'static str,
+    spatial: bool,
+    x: TensorView<'_, T>,
+    vecs: Vecs<'_, T>,
+    p: &BatchNormParams,
+    (y_shape, y): (Shape, &mut [Out<T>]),
+    cache: &mut BatchNormCache<T>,
+) -> Result<()> {
+    let g = BatchNormGeometry::new(
+        op,
+        x.shape(),
+        spatial,
+        [
+            ("gamma", vecs.gamma.len()),
+            ("beta", vecs.beta.len()),
+            ("running_mean", vecs.running_mean.len()),
+            ("running_var", vecs.running_var.len()),
+        ],
+        p,
+    )?;
+    check_same_shape(op, "y", y_shape, x.shape())?;
+    check_out_len(op, "y", y.len(), x.data().len())?;
+    g.check_cache(op, cache)?;
+    cache.mode = p.mode;
+    let lvl = simd::active_level();
+    let (mean, inv_std) = (&mut cache.mean[..], &mut cache.inv_std[..]);
     if g.hw == 1 {
         rows::bn_forward(lvl, g.n, g.c, x.data(), vecs, p, y, mean, inv_std);
     } else {
@@ -278,7 +296,7 @@ fn forward_channels<T: Float>(
     x: &[T],
     v: Vecs<'_, T>,
     p: &BatchNormParams,
-    y: &mut [T],
+    y: &mut [Out<T>],
     mean: &mut [T],
     inv_std: &mut [T],
 ) {
@@ -327,23 +345,18 @@ fn backward_alloc<T: Float>(
     cache: &BatchNormCache<T>,
 ) -> Result<NormGrads<T>> {
     let c = gamma.len();
-    let mut dx = Tensor::from_vec(x.shape(), zeroed_vec(op, x.data().len())?)?;
+    let mut dx = uninit_vec(op, x.data().len())?;
     let mut dgamma = zeroed_vec(op, c)?;
     let mut dbeta = zeroed_vec(op, c)?;
-    backward_into(
-        op,
-        spatial,
-        dout,
-        x,
-        gamma,
-        cache,
-        dx.view_mut(),
-        &mut dgamma,
-        &mut dbeta,
-    )?;
+    let outs = (x.shape(), &mut dx[..], &mut dgamma[..], &mut dbeta[..]);
+    backward_checked(op, spatial, dout, x, gamma, cache, outs)?;
+    // SAFETY: `backward_checked` returned `Ok`, so it wrote every element of `dx` (see
+    // `backward_checked`).
+    let dx = Tensor::from_vec(x.shape(), unsafe { assume_init_vec(dx) })?;
     Ok(NormGrads { dx, dgamma, dbeta })
 }
 
+/// The public `*_backward_into`: [`backward_checked`] on the caller's `dx`.
 #[allow(clippy::too_many_arguments)]
 fn backward_into<T: Float>(
     op: &'static str,
@@ -356,6 +369,33 @@ fn backward_into<T: Float>(
     dgamma: &mut [T],
     dbeta: &mut [T],
 ) -> Result<()> {
+    let shape = dx.shape();
+    // SAFETY: the kernels store only computed values through `Out` slots.
+    let dx = unsafe { as_uninit_mut(dx.into_data()) };
+    backward_checked(
+        op,
+        spatial,
+        dout,
+        x,
+        gamma,
+        cache,
+        (shape, dx, dgamma, dbeta),
+    )
+}
+
+/// Validates, then computes. On `Ok`, every element of `dx` has been written: it has the
+/// length of `x` (checked), [`rows::bn_backward`] covers it with row tasks that each write
+/// every column strip, and [`backward_channels`] writes every leaf of every channel's `N`
+/// slabs, which tile the tensor.
+fn backward_checked<T: Float>(
+    op: &'static str,
+    spatial: bool,
+    dout: TensorView<'_, T>,
+    x: TensorView<'_, T>,
+    gamma: &[T],
+    cache: &BatchNormCache<T>,
+    (dx_shape, dx, dgamma, dbeta): GradsOut<'_, T>,
+) -> Result<()> {
     let g = BatchNormGeometry::new(
         op,
         x.shape(),
@@ -365,11 +405,12 @@ fn backward_into<T: Float>(
     )?;
     check_dout(op, dout.shape(), x.shape())?;
     g.check_cache(op, cache)?;
-    check_same_shape(op, "dx", dx.shape(), x.shape())?;
+    check_same_shape(op, "dx", dx_shape, x.shape())?;
+    check_out_len(op, "dx", dx.len(), x.data().len())?;
     check_channels(op, "dgamma", dgamma.len(), g.c)?;
     check_channels(op, "dbeta", dbeta.len(), g.c)?;
     let lvl = simd::active_level();
-    let (x, dy, dx) = (x.data(), dout.data(), dx.into_data());
+    let (x, dy) = (x.data(), dout.data());
     if g.hw == 1 {
         rows::bn_backward(lvl, g.n, g.c, x, dy, gamma, cache, dx, dgamma, dbeta);
     } else {
@@ -423,7 +464,7 @@ fn backward_channels<T: Float>(
     dy: &[T],
     gamma: &[T],
     cache: &BatchNormCache<T>,
-    dx: &mut [T],
+    dx: &mut [Out<T>],
     dgamma: &mut [T],
     dbeta: &mut [T],
 ) {
@@ -450,7 +491,7 @@ fn backward_channels<T: Float>(
             let k = dx_coefs(m, gm, is, sd, sdx, count);
             for_slabs(&segs, &|leaves| {
                 let (mut xs, mut dys) = ([&x[..0]; SLABS], [&x[..0]; SLABS]);
-                let mut outs: [&mut [T]; SLABS] = Default::default();
+                let mut outs: [&mut [Out<T>]; SLABS] = Default::default();
                 for (j, i) in leaves.clone().enumerate() {
                     let r = segs.leaf(i);
                     // SAFETY: leaf `i` of channel `ch` lies in slab (image, ch); all live

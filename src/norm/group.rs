@@ -10,12 +10,12 @@ use rayon::prelude::*;
 
 use super::batch::shifted;
 use super::kernels::{self, add2, tree, Moments, Segments, Strided, CHUNK, PAR_ELEMS};
-use super::{check_channels, check_same_shape};
+use super::{check_channels, check_out_len, check_same_shape, GradsOut};
 use super::{check_dout, GroupNormCache, GroupNormGeometry, GroupNormParams, NormGrads};
-use crate::alloc::zeroed_vec;
+use crate::alloc::{as_uninit_mut, assume_init_vec, uninit_vec, zeroed_vec, Out};
 use crate::error::{Error, Result};
 use crate::simd::{self, Level};
-use crate::{Float, Tensor, TensorView, TensorViewMut};
+use crate::{Float, Shape, Tensor, TensorView, TensorViewMut};
 
 const GN: &str = "group_norm";
 
@@ -33,14 +33,16 @@ pub fn group_norm_forward<T: Float>(
     p: &GroupNormParams,
 ) -> Result<(Tensor<T>, GroupNormCache<T>)> {
     let g = GroupNormGeometry::new(GN, x.shape(), p.groups, gamma.len(), beta.len())?;
-    let mut y = Tensor::from_vec(x.shape(), zeroed_vec(GN, x.data().len())?)?;
+    let mut y = uninit_vec(GN, x.data().len())?;
     let mut cache = GroupNormCache {
         groups: g.groups,
         mean: zeroed_vec(GN, g.n * g.groups)?,
         inv_std: zeroed_vec(GN, g.n * g.groups)?,
     };
-    group_norm_forward_into(x, gamma, beta, p, y.view_mut(), &mut cache)?;
-    Ok((y, cache))
+    forward_checked(x, gamma, beta, p, (x.shape(), &mut y), &mut cache)?;
+    // SAFETY: `forward_checked` returned `Ok`, so it wrote every element of `y`.
+    let y = unsafe { assume_init_vec(y) };
+    Ok((Tensor::from_vec(x.shape(), y)?, cache))
 }
 
 /// Allocation-free [`group_norm_forward`]: writes `y` (the shape of `x`) and `cache`, whose
@@ -55,16 +57,34 @@ pub fn group_norm_forward_into<T: Float>(
     y: TensorViewMut<'_, T>,
     cache: &mut GroupNormCache<T>,
 ) -> Result<()> {
+    let shape = y.shape();
+    // SAFETY: the kernels store only computed values through `Out` slots.
+    let y = unsafe { as_uninit_mut(y.into_data()) };
+    forward_checked(x, gamma, beta, p, (shape, y), cache)
+}
+
+/// Validates, then computes. On `Ok`, every element of `y` has been written: `y` has the
+/// length of `x` (checked) and is split into the (image, group) chunks of `x`, each written
+/// whole by [`kernels::affine_group`] or channel by channel by [`affine_par`].
+fn forward_checked<T: Float>(
+    x: TensorView<'_, T>,
+    gamma: &[T],
+    beta: &[T],
+    p: &GroupNormParams,
+    (y_shape, y): (Shape, &mut [Out<T>]),
+    cache: &mut GroupNormCache<T>,
+) -> Result<()> {
     let g = GroupNormGeometry::new(GN, x.shape(), p.groups, gamma.len(), beta.len())?;
     super::check_eps(GN, p.eps)?;
-    check_same_shape(GN, "y", y.shape(), x.shape())?;
+    check_same_shape(GN, "y", y_shape, x.shape())?;
+    check_out_len(GN, "y", y.len(), x.data().len())?;
     cache.groups = g.groups;
     g.check_cache(GN, cache)?;
     let lvl = simd::active_level();
     let len = g.group_len();
     let xall = x.data();
     xall.par_chunks(len)
-        .zip(y.into_data().par_chunks_mut(len))
+        .zip(y.par_chunks_mut(len))
         .zip(cache.mean.par_iter_mut())
         .zip(cache.inv_std.par_iter_mut())
         .enumerate()
@@ -82,7 +102,7 @@ pub fn group_norm_forward_into<T: Float>(
             *m_out = mt;
             *is_out = T::from_f64(is);
             let c0 = (ng % g.groups) * g.cg;
-            let channel = |(k, (xc, yc)): (usize, (&[T], &mut [T]))| {
+            let channel = |(k, (xc, yc)): (usize, (&[T], &mut [Out<T>]))| {
                 let a = T::from_f64(gamma[c0 + k].to_f64() * is);
                 // Prefetch the same channel of the next group (its statistics pass reads it).
                 let pf = &xall[shifted(
@@ -106,7 +126,7 @@ pub fn group_norm_forward_into<T: Float>(
 
 /// `y = (x − m)·a + b`, split into rayon tasks when long (element-wise, so any split gives
 /// the same bits).
-fn affine_par<T: Float>(lvl: Level, x: &[T], y: &mut [T], mab: [T; 3], pf: &[T]) {
+fn affine_par<T: Float>(lvl: Level, x: &[T], y: &mut [Out<T>], mab: [T; 3], pf: &[T]) {
     if x.len() >= PAR_ELEMS {
         x.par_chunks(PAR_ELEMS / 2)
             .zip(y.par_chunks_mut(PAR_ELEMS / 2))
@@ -134,20 +154,14 @@ pub fn group_norm_backward<T: Float>(
     cache: &GroupNormCache<T>,
 ) -> Result<NormGrads<T>> {
     let g = GroupNormGeometry::new(GN, x.shape(), cache.groups, gamma.len(), gamma.len())?;
-    let mut dx = Tensor::from_vec(x.shape(), zeroed_vec(GN, x.data().len())?)?;
+    let mut dx = uninit_vec(GN, x.data().len())?;
     let mut dgamma = zeroed_vec(GN, g.c)?;
     let mut dbeta = zeroed_vec(GN, g.c)?;
     let mut ws = zeroed_vec(GN, group_norm_backward_workspace_len(&g))?;
-    group_norm_backward_into(
-        dout,
-        x,
-        gamma,
-        cache,
-        dx.view_mut(),
-        &mut dgamma,
-        &mut dbeta,
-        &mut ws,
-    )?;
+    let outs = (x.shape(), &mut dx[..], &mut dgamma[..], &mut dbeta[..]);
+    backward_checked(dout, x, gamma, cache, outs, &mut ws)?;
+    // SAFETY: `backward_checked` returned `Ok`, so it wrote every element of `dx`.
+    let dx = Tensor::from_vec(x.shape(), unsafe { assume_init_vec(dx) })?;
     Ok(NormGrads { dx, dgamma, dbeta })
 }
 
@@ -168,10 +182,28 @@ pub fn group_norm_backward_into<T: Float>(
     dbeta: &mut [T],
     workspace: &mut [f64],
 ) -> Result<()> {
+    let shape = dx.shape();
+    // SAFETY: the kernels store only computed values through `Out` slots.
+    let dx = unsafe { as_uninit_mut(dx.into_data()) };
+    backward_checked(dout, x, gamma, cache, (shape, dx, dgamma, dbeta), workspace)
+}
+
+/// Validates, then computes. On `Ok`, every element of `dx` has been written: `dx` has the
+/// length of `x` (checked) and is split into the (image, group) chunks of `x`, each written
+/// whole by [`kernels::dx_group`] or channel by channel by [`dx_par`].
+fn backward_checked<T: Float>(
+    dout: TensorView<'_, T>,
+    x: TensorView<'_, T>,
+    gamma: &[T],
+    cache: &GroupNormCache<T>,
+    (dx_shape, dx, dgamma, dbeta): GradsOut<'_, T>,
+    workspace: &mut [f64],
+) -> Result<()> {
     let g = GroupNormGeometry::new(GN, x.shape(), cache.groups, gamma.len(), gamma.len())?;
     check_dout(GN, dout.shape(), x.shape())?;
     g.check_cache(GN, cache)?;
-    check_same_shape(GN, "dx", dx.shape(), x.shape())?;
+    check_same_shape(GN, "dx", dx_shape, x.shape())?;
+    check_out_len(GN, "dx", dx.len(), x.data().len())?;
     check_channels(GN, "dgamma", dgamma.len(), g.c)?;
     check_channels(GN, "dbeta", dbeta.len(), g.c)?;
     let need = group_norm_backward_workspace_len(&g);
@@ -189,7 +221,7 @@ pub fn group_norm_backward_into<T: Float>(
     let (xall, dyall) = (x.data(), dout.data());
     xall.par_chunks(len)
         .zip(dyall.par_chunks(len))
-        .zip(dx.into_data().par_chunks_mut(len))
+        .zip(dx.par_chunks_mut(len))
         .zip(ws.par_chunks_mut(2 * cg))
         .enumerate()
         .for_each(|(ng, (((xs, dys), dxs), wg))| {
@@ -272,10 +304,10 @@ pub fn group_norm_backward_into<T: Float>(
 }
 
 /// One channel's `((x, dy), dx)` slabs.
-type SlabIo<'a, T> = ((&'a [T], &'a [T]), &'a mut [T]);
+type SlabIo<'a, T> = ((&'a [T], &'a [T]), &'a mut [Out<T>]);
 
 /// Train-mode `dx` on a slice, split into rayon tasks when long.
-fn dx_par<T: Float>(lvl: Level, x: &[T], dy: &[T], dx: &mut [T], k: [T; 4], pf: [&[T]; 2]) {
+fn dx_par<T: Float>(lvl: Level, x: &[T], dy: &[T], dx: &mut [Out<T>], k: [T; 4], pf: [&[T]; 2]) {
     if x.len() >= PAR_ELEMS {
         let step = PAR_ELEMS / 2;
         x.par_chunks(step)

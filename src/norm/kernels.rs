@@ -14,6 +14,7 @@
 //! ([`tree`]) whose shape depends only on the problem size. The rounding depends on the
 //! SIMD level (lane count) but never on the number of threads.
 
+pub(super) use crate::alloc::Out;
 use crate::simd::Level;
 use crate::Float;
 
@@ -482,39 +483,42 @@ dispatch!(
 );
 
 #[inline(always)]
-fn affine_body<T: Float, const L: usize>(x: &[T], y: &mut [T], mab: [T; 3], pf: &[T]) {
+fn affine_body<T: Float, const L: usize>(x: &[T], y: &mut [Out<T>], mab: [T; 3], pf: &[T]) {
     let [m, a, b] = mab;
+    let x = &x[..y.len()];
     let (mut xi, mut yi) = (x.chunks_exact(L), y.chunks_exact_mut(L));
     for (k, (xc, yc)) in (&mut xi).zip(&mut yi).enumerate() {
         if L >= 16 {
             prefetch(pf, k * L, L);
         }
-        let (xc, yc): (&[T; L], &mut [T; L]) = (xc.try_into().unwrap(), yc.try_into().unwrap());
+        let (xc, yc): (&[T; L], &mut [Out<T>; L]) =
+            (xc.try_into().unwrap(), yc.try_into().unwrap());
         for (yv, &xv) in yc.iter_mut().zip(xc) {
-            *yv = (xv - m) * a + b;
+            *yv = Out::new((xv - m) * a + b);
         }
     }
     for (yv, &xv) in yi.into_remainder().iter_mut().zip(xi.remainder()) {
-        *yv = (xv - m) * a + b;
+        *yv = Out::new((xv - m) * a + b);
     }
 }
 
 dispatch!(
     /// `y = (x − m)·a + b` element-wise with `mab = [m, a, b]` (a constant input with
     /// `x = m` gives exactly `b`), prefetching `pf` (the data of the next task).
-    fn affine => affine_body(x: &[T], y: &mut [T], mab: [T; 3], pf: &[T])
+    fn affine => affine_body(x: &[T], y: &mut [Out<T>], mab: [T; 3], pf: &[T])
 );
 
 #[inline(always)]
 fn affine_group_body<T: Float, const L: usize>(
     x: &[T],
-    y: &mut [T],
+    y: &mut [Out<T>],
     hw: usize,
     m: T,
     is: f64,
     gamma_beta: [&[T]; 2],
 ) {
     let [gamma, beta] = gamma_beta;
+    let x = &x[..y.len()];
     let runs = x
         .chunks(hw)
         .zip(y.chunks_mut(hw))
@@ -522,7 +526,7 @@ fn affine_group_body<T: Float, const L: usize>(
     for ((xc, yc), (&g, &b)) in runs {
         let a = T::from_f64(g.to_f64() * is);
         for (yv, &xv) in yc.iter_mut().zip(xc) {
-            *yv = (xv - m) * a + b;
+            *yv = Out::new((xv - m) * a + b);
         }
     }
 }
@@ -532,7 +536,7 @@ dispatch!(
     /// `x[k·hw..][..hw]` gets `y = (x − m)·a_k + β_k` with `a_k = γ_k·is` (as [`affine`] on
     /// each run).
     fn affine_group => affine_group_body(
-        x: &[T], y: &mut [T], hw: usize, m: T, is: f64, gamma_beta: [&[T]; 2]
+        x: &[T], y: &mut [Out<T>], hw: usize, m: T, is: f64, gamma_beta: [&[T]; 2]
     )
 );
 
@@ -559,11 +563,12 @@ dispatch!(
 fn dx_train_body<T: Float, const L: usize>(
     x: &[T],
     dy: &[T],
-    dx: &mut [T],
+    dx: &mut [Out<T>],
     k: [T; 4],
     pf: [&[T]; 2],
 ) {
     let [m, k1, k2, k0] = k;
+    let (x, dy) = (&x[..dx.len()], &dy[..dx.len()]);
     let (mut xi, mut di, mut oi) = (
         x.chunks_exact(L),
         dy.chunks_exact(L),
@@ -575,37 +580,38 @@ fn dx_train_body<T: Float, const L: usize>(
             prefetch(pf[1], j * L, L);
         }
         let (xc, dc): (&[T; L], &[T; L]) = (xc.try_into().unwrap(), dc.try_into().unwrap());
-        let oc: &mut [T; L] = oc.try_into().unwrap();
+        let oc: &mut [Out<T>; L] = oc.try_into().unwrap();
         for ((o, &xv), &dv) in oc.iter_mut().zip(xc).zip(dc) {
-            *o = k1 * dv + (k2 * (xv - m) + k0);
+            *o = Out::new(k1 * dv + (k2 * (xv - m) + k0));
         }
     }
     let rem = oi.into_remainder().iter_mut().zip(xi.remainder());
     for ((o, &xv), &dv) in rem.zip(di.remainder()) {
-        *o = k1 * dv + (k2 * (xv - m) + k0);
+        *o = Out::new(k1 * dv + (k2 * (xv - m) + k0));
     }
 }
 
 dispatch!(
     /// `dx = k1·dy + k2·(x − m) + k0` with `k = [m, k1, k2, k0]`, prefetching `pf`.
-    fn dx_train => dx_train_body(x: &[T], dy: &[T], dx: &mut [T], k: [T; 4], pf: [&[T]; 2])
+    fn dx_train => dx_train_body(x: &[T], dy: &[T], dx: &mut [Out<T>], k: [T; 4], pf: [&[T]; 2])
 );
 
 #[inline(always)]
 fn dx_group_body<T: Float, const L: usize>(
     xdy: [&[T]; 2],
-    dx: &mut [T],
+    dx: &mut [Out<T>],
     hw: usize,
     k: [T; 4],
     gamma_is: (&[T], f64),
 ) {
     let ([x, dy], (gamma, is)) = (xdy, gamma_is);
+    let (x, dy) = (&x[..dx.len()], &dy[..dx.len()]);
     let [m, _, k2, k0] = k;
     let runs = x.chunks(hw).zip(dy.chunks(hw)).zip(dx.chunks_mut(hw));
     for (((xc, dc), oc), &g) in runs.zip(gamma) {
         let k1 = T::from_f64(g.to_f64() * is);
         for ((o, &xv), &dv) in oc.iter_mut().zip(xc).zip(dc) {
-            *o = k1 * dv + (k2 * (xv - m) + k0);
+            *o = Out::new(k1 * dv + (k2 * (xv - m) + k0));
         }
     }
 }
@@ -614,7 +620,7 @@ dispatch!(
     /// `dx` of a whole (image, group) in one call: channel `c`'s run gets [`dx_train`] with
     /// `k1 = γ_c·is` in place of `k[1]`.
     fn dx_group => dx_group_body(
-        xdy: [&[T]; 2], dx: &mut [T], hw: usize, k: [T; 4], gamma_is: (&[T], f64)
+        xdy: [&[T]; 2], dx: &mut [Out<T>], hw: usize, k: [T; 4], gamma_is: (&[T], f64)
     )
 );
 
@@ -625,13 +631,15 @@ pub(super) const SLABS: usize = 16;
 fn dx_slabs_body<T: Float, const L: usize>(
     x: &[&[T]],
     dy: &[&[T]],
-    dx: &mut [&mut [T]],
+    dx: &mut [&mut [Out<T>]],
     k: [T; 4],
 ) {
     let [m, k1, k2, k0] = k;
+    let (x, dy) = (&x[..dx.len()], &dy[..dx.len()]);
     for ((o, xs), ds) in dx.iter_mut().zip(x).zip(dy) {
-        for ((o, &xv), &dv) in o.iter_mut().zip(xs.iter()).zip(ds.iter()) {
-            *o = k1 * dv + (k2 * (xv - m) + k0);
+        let (xs, ds) = (&xs[..o.len()], &ds[..o.len()]);
+        for ((o, &xv), &dv) in o.iter_mut().zip(xs).zip(ds) {
+            *o = Out::new(k1 * dv + (k2 * (xv - m) + k0));
         }
     }
 }
@@ -639,19 +647,20 @@ fn dx_slabs_body<T: Float, const L: usize>(
 dispatch!(
     /// [`dx_train`] on several slabs (`dx[j]` from `x[j]`, `dy[j]`) in one call, without
     /// prefetch.
-    fn dx_slabs => dx_slabs_body(x: &[&[T]], dy: &[&[T]], dx: &mut [&mut [T]], k: [T; 4])
+    fn dx_slabs => dx_slabs_body(x: &[&[T]], dy: &[&[T]], dx: &mut [&mut [Out<T>]], k: [T; 4])
 );
 
 #[inline(always)]
-fn scale_body<T: Float, const L: usize>(dy: &[T], dx: &mut [T], k1: T) {
+fn scale_body<T: Float, const L: usize>(dy: &[T], dx: &mut [Out<T>], k1: T) {
+    let dy = &dy[..dx.len()];
     for (o, &dv) in dx.iter_mut().zip(dy) {
-        *o = k1 * dv;
+        *o = Out::new(k1 * dv);
     }
 }
 
 dispatch!(
     /// `dx = k1·dy`.
-    fn scale => scale_body(dy: &[T], dx: &mut [T], k1: T)
+    fn scale => scale_body(dy: &[T], dx: &mut [Out<T>], k1: T)
 );
 
 /// Mutable access to disjoint pieces of one slice from several rayon tasks (the strided

@@ -362,6 +362,27 @@ pub(crate) fn check_same_shape(op: &'static str, what: &str, shape: Shape, x: Sh
     Ok(())
 }
 
+/// The output buffers of a fast backward call: `dx` (with the caller's shape for it, written
+/// through write-only slots), `dγ`, `dβ`.
+pub(crate) type GradsOut<'a, T> = (
+    Shape,
+    &'a mut [crate::alloc::Out<T>],
+    &'a mut [T],
+    &'a mut [T],
+);
+
+/// Errors unless an output buffer holds as many elements as `x` (the kernels write through
+/// `Out` slots and promise to write every one, so the lengths must match exactly).
+pub(crate) fn check_out_len(op: &'static str, what: &str, len: usize, x_len: usize) -> Result<()> {
+    if len != x_len {
+        return Err(Error::shape(
+            op,
+            format!("{what} has {len} elements, x has {x_len}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Errors unless a per-channel vector (or output buffer) has `c` values.
 pub(crate) fn check_channels(op: &'static str, what: &str, len: usize, c: usize) -> Result<()> {
     check_vec(op, what, len, c, "channels")

@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 
 use super::batch::{channel_stats, Vecs};
-use super::kernels::{tree, Moments, CHUNK};
+use super::kernels::{tree, Moments, Out, CHUNK};
 use super::{BatchNormCache, BatchNormMode, BatchNormParams};
 use crate::simd::Level;
 use crate::Float;
@@ -193,23 +193,24 @@ dispatch!(
 #[inline(always)]
 fn rows_affine_body<T: Float, const L: usize>(
     x: &[T],
-    y: &mut [T],
+    y: &mut [Out<T>],
     (d, j0): (usize, usize),
     coef: [&[T]; 3],
 ) {
     let [m, a, b] = coef;
     let w = m.len();
-    for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
+    let (a, b) = (&a[..w], &b[..w]);
+    for (xr, yr) in x[..y.len()].chunks_exact(d).zip(y.chunks_exact_mut(d)) {
         let (xr, yr) = (&xr[j0..j0 + w], &mut yr[j0..j0 + w]);
         for ((((yv, &xv), &mv), &av), &bv) in yr.iter_mut().zip(xr).zip(m).zip(a).zip(b) {
-            *yv = (xv - mv) * av + bv;
+            *yv = Out::new((xv - mv) * av + bv);
         }
     }
 }
 
 dispatch!(
     /// Per-column affine map of a strip of whole rows.
-    fn rows_affine => rows_affine_body(x: &[T], y: &mut [T], cols: (usize, usize), coef: [&[T]; 3])
+    fn rows_affine => rows_affine_body(x: &[T], y: &mut [Out<T>], cols: (usize, usize), coef: [&[T]; 3])
 );
 
 /// `dx = k1·dy + k2·(x − m) + k0` on columns `j0..j0 + w` of whole rows, with per-column
@@ -218,47 +219,49 @@ dispatch!(
 fn rows_dx_body<T: Float, const L: usize>(
     x: &[T],
     dy: &[T],
-    dx: &mut [T],
+    dx: &mut [Out<T>],
     (d, j0): (usize, usize),
     k: [&[T]; 4],
 ) {
     let [m, k1, k2, k0] = k;
     let w = m.len();
+    let (k1, k2, k0) = (&k1[..w], &k2[..w], &k0[..w]);
+    let (x, dy) = (&x[..dx.len()], &dy[..dx.len()]);
     let rows = x.chunks_exact(d).zip(dy.chunks_exact(d));
     for ((xr, dr), or) in rows.zip(dx.chunks_exact_mut(d)) {
         let (xr, dr, or) = (&xr[j0..j0 + w], &dr[j0..j0 + w], &mut or[j0..j0 + w]);
         let it = or.iter_mut().zip(xr).zip(dr).zip(m).zip(k1).zip(k2).zip(k0);
         for ((((((o, &xv), &dv), &mv), &a), &b), &c) in it {
-            *o = a * dv + (b * (xv - mv) + c);
+            *o = Out::new(a * dv + (b * (xv - mv) + c));
         }
     }
 }
 
 dispatch!(
     /// Per-column train-mode `dx` of a strip of whole rows.
-    fn rows_dx => rows_dx_body(x: &[T], dy: &[T], dx: &mut [T], cols: (usize, usize), k: [&[T]; 4])
+    fn rows_dx => rows_dx_body(x: &[T], dy: &[T], dx: &mut [Out<T>], cols: (usize, usize), k: [&[T]; 4])
 );
 
 /// `dx = k1·dy` on columns `j0..j0 + w` of whole rows, with per-column `k1`.
 #[inline(always)]
 fn rows_scale_body<T: Float, const L: usize>(
     dy: &[T],
-    dx: &mut [T],
+    dx: &mut [Out<T>],
     (d, j0): (usize, usize),
     k1: &[T],
 ) {
     let w = k1.len();
-    for (dr, or) in dy.chunks_exact(d).zip(dx.chunks_exact_mut(d)) {
+    for (dr, or) in dy[..dx.len()].chunks_exact(d).zip(dx.chunks_exact_mut(d)) {
         let (dr, or) = (&dr[j0..j0 + w], &mut or[j0..j0 + w]);
         for ((o, &dv), &a) in or.iter_mut().zip(dr).zip(k1) {
-            *o = a * dv;
+            *o = Out::new(a * dv);
         }
     }
 }
 
 dispatch!(
     /// Per-column test-mode `dx` of a strip of whole rows.
-    fn rows_scale => rows_scale_body(dy: &[T], dx: &mut [T], cols: (usize, usize), k1: &[T])
+    fn rows_scale => rows_scale_body(dy: &[T], dx: &mut [Out<T>], cols: (usize, usize), k1: &[T])
 );
 
 fn blocks(n: usize) -> usize {
@@ -283,7 +286,7 @@ pub(super) fn bn_forward<T: Float>(
     x: &[T],
     v: Vecs<'_, T>,
     p: &BatchNormParams,
-    y: &mut [T],
+    y: &mut [Out<T>],
     mean: &mut [T],
     inv_std: &mut [T],
 ) {
@@ -347,7 +350,7 @@ pub(super) fn bn_backward<T: Float>(
     dy: &[T],
     gamma: &[T],
     cache: &BatchNormCache<T>,
-    dx: &mut [T],
+    dx: &mut [Out<T>],
     dgamma: &mut [T],
     dbeta: &mut [T],
 ) {
