@@ -14,8 +14,16 @@
 //!   precision with the distance of its pivot — a data element — from the mean);
 //! - `inv_std`: relative `r = e_v/(var + eps) + 4u`, plus `MIN_POSITIVE` absolute (it may
 //!   underflow in `T`);
-//! - `x̂ = (x − μ)·inv_std`: `(e_μ + 2u(|x| + |μ|))·inv_std + |x − μ|·(r·inv_std + MIN_POSITIVE)`;
-//! - `y = γ·x̂ + β`: `|γ|·δx̂ + 2u(|γ·x̂| + |β|)`;
+//! - `x̂ = (x − μ)·inv_std`: `(e_μ + 2u(|x| + |μ|))·inv_std + |x − μ|·(r·inv_std + MIN_POSITIVE)`
+//!   `+ ε·MIN_POSITIVE` (the product may land in the subnormal range, where rounding is off
+//!   by up to half the spacing `ε·MIN_POSITIVE`, not by a relative `u`; the whole spacing is
+//!   used because in `f64` the half, `2⁻¹⁰⁷⁵`, is no number: the bound would round it to 0);
+//! - `y = γ·x̂ + β`: `|γ|·δx̂ + 2u(|γ·x̂| + |β|)`. With a huge `γ` the last term of `δx̂` is
+//!   not negligible: the reference (and any path that forms `x̂` before scaling by `γ`)
+//!   rounds a subnormal `x̂` to a multiple of `ε·MIN_POSITIVE`, up to 50% relatively, and
+//!   `γ` carries that error into a normal `y`; the fused `(x − μ)·(γ·inv_std)` does not
+//!   (`fuzz/regressions/batchnorm/checker_xhat_underflow_times_huge_gamma`: `x − μ = −2⁻¹⁰⁷⁴`,
+//!   `γ ≈ −3.4·10³⁸`, `inv_std ≈ 0.66`, so `x̂` rounds from `−0.66·2⁻¹⁰⁷⁴` to `−2⁻¹⁰⁷⁴`);
 //! - backward sums `Σdy` and `Σdy·x̂`: `2(L+1)·u·Σ|·|`, plus `Σ|dy|·δx̂` for the second.
 //!
 //! A set is compared only if it is *clean*: every value finite, `L·m²` at most `MAX/8` (no
@@ -451,8 +459,13 @@ fn set_stats<T: Float>(x: &[f64], eps: f64, stats: Option<(f64, f64)>) -> SetSta
 fn dxhat<T: Float>(x: f64, s: &SetStats) -> f64 {
     let (eps, min_pos, _) = limits::<T>();
     let u = eps / 2.0;
+    // The last term: the product (x − μ)·inv_std may be subnormal, where its rounding error
+    // is absolute (at most half the spacing ε·MIN_POSITIVE), not relative. It is the whole
+    // spacing because for f64 the half (2⁻¹⁰⁷⁵) rounds to 0 here. `T`'s spacing also covers
+    // the `f64` reference's.
     (s.e_mu + 2.0 * u * (x.abs() + s.mean.abs())) * s.inv_std
         + (x - s.mean).abs() * (s.r_is * s.inv_std + min_pos)
+        + eps * min_pos
 }
 
 fn f64s<T: Float>(v: &[T]) -> Vec<f64> {
