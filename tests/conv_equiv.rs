@@ -110,6 +110,10 @@ fn fixed_cases() -> Vec<Case> {
             p.padding([1, 2]).stride([1, 2]),
             true,
         ),
+        // Long reductions: several K blocks of the AVX-512 GEMM (K = 603: 256 + 256 + 91),
+        // row and column tails (29 filters, 42 pixels); a pointwise layer with K = 300.
+        mk([1, 67, 6, 7], [29, 67, 3, 3], p.padding([1, 1]), true),
+        mk([2, 300, 5, 7], [13, 300, 1, 1], p, true),
         // Few units and many filters: filter blocks inside one image.
         mk([1, 8, 9, 9], [96, 8, 3, 3], p.padding([1, 1]), true),
         // Small dw: the batch is chunked for the weight gradient.
@@ -282,8 +286,9 @@ fn fast_matches_naive_f64() {
     run_all::<f64>(2, 400);
 }
 
-/// The depthwise kernels and the small-`K` forward kernel at every SIMD level this CPU
-/// supports (each level is a separate compilation of the same loops). Changing the level is
+/// The depthwise kernels, the small-`K` forward kernel and the GEMM (the crate's own `f32`
+/// kernel at AVX-512, `matrixmultiply` below) at every SIMD level this CPU supports (each
+/// level is a separate compilation of the same loops). Changing the level is
 /// process-wide, so this is the only test here that does; every level is held to the same
 /// tolerance, so the concurrently running tests stay valid whichever level they see.
 #[test]
@@ -307,6 +312,12 @@ fn depthwise_and_small_k_match_naive_at_every_simd_level() {
             run_case::<f32>(&case, &mut r);
         }
         let small_k = |c: &Case| c.p.groups != c.x[1] && c.w[1] * c.w[2] * c.w[3] <= 256;
+        for case in fixed_cases()
+            .iter()
+            .filter(|c| !small_k(c) && c.p.groups != c.x[1])
+        {
+            run_case::<f32>(case, &mut r);
+        }
         for case in fixed_cases().iter().filter(|c| small_k(c)) {
             run_case::<f32>(case, &mut r);
             run_case::<f64>(case, &mut r);

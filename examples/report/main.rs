@@ -20,7 +20,7 @@ mod run;
 
 use std::process::ExitCode;
 
-use cnn_kernels::simd;
+use cnn_kernels::{simd, DType};
 
 use args::Args;
 use output::{emit, table_header, Row, CSV_HEADER};
@@ -42,12 +42,13 @@ fn header(args: &Args, threads: &[usize]) -> Vec<String> {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     vec![
         format!(
-            "cnn-kernels {} report · dtype {} · threads {} · SIMD {} (detected {}) · GEMM matrixmultiply",
+            "cnn-kernels {} report · dtype {} · threads {} · SIMD {} (detected {}) · GEMM {}",
             env!("CARGO_PKG_VERSION"),
             if args.f64 { "f64" } else { "f32" },
             threads.join(","),
             simd::active_level(),
             simd::detected_level(),
+            cnn_kernels::conv::gemm_backend(if args.f64 { DType::F64 } else { DType::F32 }),
         ),
         format!("cpu: {} · {cores} logical cores", cpu_model()),
         format!(

@@ -1,6 +1,8 @@
 //! The convolution's one GEMM interface: `C ← A·B + β·C` with arbitrary row and column
 //! strides, backed by `matrixmultiply`'s single-threaded `sgemm`/`dgemm` (its `threading`
-//! feature stays off: the parallelism lives in the callers' rayon tasks), or with the
+//! feature stays off: the parallelism lives in the callers' rayon tasks) — except `f32`
+//! products with unit column strides and `β` of 0 or 1 at the AVX-512 SIMD level, which run
+//! the crate's own kernel ([`super::gemm_avx512`]: the forward pass) —, or with the
 //! `gemm-crate` cargo feature by the `gemm` crate (`Parallelism::None`, its AVX-512 kernels
 //! enabled by its `x86-v4` feature and picked at run time).
 //!
@@ -16,6 +18,21 @@
 use std::any::TypeId;
 
 use crate::Float;
+
+/// The GEMM behind the lowered and 1×1 paths for element type `dtype` at the active SIMD
+/// level, in words (for reports and benchmarks).
+pub fn gemm_backend(dtype: crate::DType) -> &'static str {
+    if cfg!(feature = "gemm-crate") {
+        "gemm crate"
+    } else if cfg!(target_arch = "x86_64")
+        && dtype == crate::DType::F32
+        && crate::simd::active_level() >= crate::simd::Level::Avx512
+    {
+        "own AVX-512 kernel (forward), matrixmultiply (backward)"
+    } else {
+        "matrixmultiply"
+    }
+}
 
 /// A read-only strided matrix: element `(i, j)` is `data[i·rs + j·cs]`.
 #[derive(Clone, Copy)]
@@ -106,6 +123,30 @@ pub(crate) unsafe fn gemm_ptr<T: Float>(
                 gemm::Parallelism::None,
             )
         }
+    }
+    #[cfg(all(target_arch = "x86_64", not(feature = "gemm-crate")))]
+    if TypeId::of::<T>() == TypeId::of::<f32>()
+        && k > 0
+        && (a.cs, b.cs, csc) == (1, 1, 1)
+        && (beta == T::ZERO || beta == T::ONE)
+        && crate::simd::active_level() >= crate::simd::Level::Avx512
+    {
+        let o = super::gemm_avx512::Operands {
+            m,
+            k,
+            n,
+            a: a.data.as_ptr().cast::<f32>(),
+            lda: a.rs,
+            b: b.data.as_ptr().cast::<f32>(),
+            ldb: b.rs,
+            c: c.cast::<f32>(),
+            ldc: rsc,
+        };
+        // SAFETY: the level is at most the detected one, so the CPU has AVX-512F; T is f32
+        // (same TypeId), so the casts are identities; the asserts above keep every element
+        // it touches inside `a`, `b` and the caller's `C` buffer, which is ours alone.
+        unsafe { super::gemm_avx512::sgemm(&o, beta == T::ONE) };
+        return;
     }
     #[cfg(not(feature = "gemm-crate"))]
     if TypeId::of::<T>() == TypeId::of::<f32>() {

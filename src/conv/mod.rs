@@ -46,12 +46,15 @@ mod direct;
 mod exec;
 mod forward;
 mod gemm;
+#[cfg(all(target_arch = "x86_64", not(feature = "gemm-crate")))]
+mod gemm_avx512;
 mod im2col;
 pub mod naive;
 mod plan;
 
 pub use backward::{backward, backward_into, backward_workspace_len};
 pub use forward::{forward, forward_into, forward_workspace_len};
+pub use gemm::gemm_backend;
 
 use crate::error::{Error, Result};
 use crate::geometry::{check_nonempty, checked_product, output_len, Axis};
