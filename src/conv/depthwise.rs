@@ -18,6 +18,7 @@ use super::exec::{run_lanes, SharedMut};
 use super::im2col::{Axis, Taps};
 use super::plan::MAX_LANES;
 use super::Conv2dGeometry;
+use crate::alloc::Out;
 use crate::simd::{self, Level};
 use crate::Float;
 
@@ -281,7 +282,7 @@ fn block<T: Float, const R: usize>(
     j: usize,
     len: usize,
     bias: T,
-    out: &mut [&mut [T]; R],
+    out: &mut [&mut [Out<T>]; R],
 ) {
     let (sh, sw, dh, dw) = (wn.ah.stride, wn.aw.stride, wn.ah.dil, wn.aw.dil);
     let (kh, kw, wp) = (wn.kh, wn.kw, wn.wp);
@@ -314,14 +315,24 @@ fn block<T: Float, const R: usize>(
         }
     }
     for (o, a) in out.iter_mut().zip(&acc) {
-        o[j..j + len].copy_from_slice(&a[..len]);
+        for (o, &v) in o[j..j + len].iter_mut().zip(&a[..len]) {
+            *o = Out::new(v);
+        }
+    }
+}
+
+/// `dst = src`, element by element into output slots.
+#[inline(always)]
+fn store<T: Copy, const N: usize>(dst: &mut [Out<T>; N], src: &[T; N]) {
+    for (d, &v) in dst.iter_mut().zip(src) {
+        *d = Out::new(v);
     }
 }
 
 multiversion! {
     /// Output rows `[i0, i0 + n)` (`out`: `n × OW`, row-major) of a correlation of the
     /// `nsrc` windows in `win` with `nsrc × KH × KW` weights (`flip`: rotated by 180°).
-    fn window_rows<T>(wn: &Window, win: &[T], nsrc: usize, wt: &[T], flip: bool, out: &mut [T], bias: T) {
+    fn window_rows<T>(wn: &Window, win: &[T], nsrc: usize, wt: &[T], flip: bool, out: &mut [Out<T>], bias: T) {
         let ow = wn.aw.out;
         let rows = out.len() / ow;
         let (kh, kw) = (wn.kh, wn.kw);
@@ -360,8 +371,8 @@ multiversion! {
                                 a1[l] += wv * x1[l];
                             }
                         }
-                        let o1: &mut [T; BLK] = (&mut rest[j..j + BLK]).try_into().unwrap();
-                        *o1 = a1;
+                        let o1: &mut [Out<T>; BLK] = (&mut rest[j..j + BLK]).try_into().unwrap();
+                        store(o1, &a1);
                     } else {
                         for (&o, &wv) in offs.iter().zip(wts) {
                             let x0: &[T; BLK] = win[b0 + o..][..BLK].try_into().unwrap();
@@ -370,8 +381,8 @@ multiversion! {
                             }
                         }
                     }
-                    let o0: &mut [T; BLK] = (&mut r0[j..j + BLK]).try_into().unwrap();
-                    *o0 = a0;
+                    let o0: &mut [Out<T>; BLK] = (&mut r0[j..j + BLK]).try_into().unwrap();
+                    store(o0, &a0);
                     j0 += BLK;
                 }
                 li += if two { 2 } else { 1 };
@@ -519,12 +530,16 @@ multiversion! {
     }
 }
 
-/// Elements of workspace the depthwise forward needs: one window per lane.
-pub(crate) fn forward_workspace_len(g: &Conv2dGeometry) -> usize {
+/// Lanes of the depthwise forward with at most `max_lanes` of them.
+fn forward_lanes(g: &Conv2dGeometry, max_lanes: usize) -> usize {
     let tasks = g.n * g.c * Window::forward(g).chunks();
-    tasks
-        .min(MAX_LANES)
-        .saturating_mul(Window::forward(g).len())
+    tasks.min(max_lanes.clamp(1, MAX_LANES))
+}
+
+/// Elements of workspace the depthwise forward needs with at most `max_lanes` lanes: one
+/// window per lane.
+pub(crate) fn forward_workspace_len(g: &Conv2dGeometry, max_lanes: usize) -> usize {
+    forward_lanes(g, max_lanes).saturating_mul(Window::forward(g).len())
 }
 
 /// Elements of workspace the depthwise backward needs: one window per lane for `dw`, and
@@ -550,22 +565,24 @@ pub(crate) fn forward<T: Float>(
     x: &[T],
     w: &[T],
     b: Option<&[T]>,
-    out: &mut [T],
+    out: &mut [Out<T>],
     ws: &mut [T],
+    max_lanes: usize,
 ) {
     let level = simd::active_level();
     let wn = Window::forward(g);
     let (hw, p, khw, nch) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw, wn.chunks());
     let tasks = g.n * g.c * nch;
-    let out = SharedMut::new(out);
-    run_lanes(ws, wn.len(), tasks.min(MAX_LANES), tasks, |t, win| {
+    let out = SharedMut::new_out(out);
+    let lanes = forward_lanes(g, max_lanes);
+    run_lanes(ws, wn.len(), lanes, tasks, |t, win| {
         let (k, c, n) = (t % nch, (t / nch) % g.c, t / (nch * g.c));
         let (i0, rows) = wn.chunk(k);
         wn.fill(&x[(n * g.c + c) * hw..][..hw], i0, win);
         for f in c * g.fg..(c + 1) * g.fg {
             // SAFETY: rows i0..i0+rows of plane (n, f) belong to this task alone (tasks
             // partition images × channels × row chunks), which runs once.
-            let o = unsafe { out.slice((n * g.f + f) * p + i0 * g.ow, rows * g.ow) };
+            let o = unsafe { out.slice_out((n * g.f + f) * p + i0 * g.ow, rows * g.ow) };
             let bias = b.map_or(T::ZERO, |b| b[f]);
             window_rows(level, &wn, win, 1, &w[f * khw..][..khw], false, o, bias);
         }
@@ -626,8 +643,9 @@ pub(crate) fn backward<T: Float>(
                 let d = &dout[(n * g.f + c * g.fg + s) * p..][..p];
                 wn.fill(d, i0, &mut win[s * wn.len()..]);
             }
-            // SAFETY: rows i0..i0+rows of dx plane (n, c) belong to task t alone.
-            let o = unsafe { dx.slice((n * g.c + c) * hw + i0 * g.w, rows * g.w) };
+            // SAFETY: rows i0..i0+rows of dx plane (n, c) belong to task t alone; the kernel
+            // stores only computed values.
+            let o = unsafe { dx.slice_out((n * g.c + c) * hw + i0 * g.w, rows * g.w) };
             let wt = &w[c * g.fg * khw..][..g.fg * khw];
             window_rows(level, &wn, win, g.fg, wt, true, o, T::ZERO);
         });

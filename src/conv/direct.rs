@@ -19,6 +19,7 @@
 
 use std::any::TypeId;
 
+use crate::alloc::Out;
 #[cfg(target_arch = "x86_64")]
 use crate::simd::vector::{Avx2F32, Avx2F64, Avx512F32, Avx512F64, SimdVec};
 use crate::simd::{self, Level};
@@ -66,7 +67,7 @@ pub(crate) fn available(level: Level) -> bool {
 pub(crate) fn small_gemm<T: Float>(
     level: Level,
     a: &SmallGemm<'_, T>,
-    rows: &mut [&mut [T]],
+    rows: &mut [&mut [Out<T>]],
 ) -> bool {
     assert!(a.k <= MAX_K && a.k > 0);
     assert!(a.w.len() >= rows.len() * a.k);
@@ -127,10 +128,10 @@ fn cast_args<'a, T: 'static, U: 'static>(a: &SmallGemm<'a, T>) -> Option<SmallGe
 
 /// `rows` viewed as rows of `U` when `T` is `U`.
 fn cast_rows<'r, 's, T: 'static, U: 'static>(
-    rows: &'r mut [&'s mut [T]],
-) -> Option<&'r mut [&'s mut [U]]> {
+    rows: &'r mut [&'s mut [Out<T>]],
+) -> Option<&'r mut [&'s mut [Out<U>]]> {
     if TypeId::of::<T>() == TypeId::of::<U>() {
-        // SAFETY: `T` and `U` are the same type, so `&mut [T]` and `&mut [U]` have the same
+        // SAFETY: `T` and `U` are the same type, so these slice types have the same
         // layout and validity; the borrow of `rows` moves into the result.
         Some(unsafe { std::slice::from_raw_parts_mut(rows.as_mut_ptr().cast(), rows.len()) })
     } else {
@@ -144,7 +145,7 @@ macro_rules! clone {
     ($name:ident, $t:ty, $v:ty, $feat:literal, $fb:literal, $nv:literal) => {
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $feat)]
-        unsafe fn $name(a: &SmallGemm<'_, $t>, rows: &mut [&mut [$t]]) {
+        unsafe fn $name(a: &SmallGemm<'_, $t>, rows: &mut [&mut [Out<$t>]]) {
             // SAFETY: this function's features are those of `$v`'s level.
             unsafe { vector_blocks::<$v, $fb, $nv>(a, rows) }
         }
@@ -163,7 +164,7 @@ clone!(avx2_f64, f64, Avx2F64, "avx2,fma", 2, 4);
 #[inline(always)]
 unsafe fn vector_blocks<V: SimdVec, const FB: usize, const NV: usize>(
     a: &SmallGemm<'_, V::Elem>,
-    rows: &mut [&mut [V::Elem]],
+    rows: &mut [&mut [Out<V::Elem>]],
 ) {
     debug_assert_eq!(NV * V::LANES, PV);
     let mut f0 = 0;
@@ -214,7 +215,7 @@ fn block_weights<T: Float, const FB: usize>(
 unsafe fn vector_block<V: SimdVec, const FB: usize, const NV: usize>(
     a: &SmallGemm<'_, V::Elem>,
     f0: usize,
-    rows: &mut [&mut [V::Elem]],
+    rows: &mut [&mut [Out<V::Elem>]],
 ) -> usize {
     let (k, len) = (a.k, a.seg_len);
     let (wt, bias) = block_weights::<V::Elem, FB>(a, f0);
@@ -230,9 +231,10 @@ unsafe fn vector_block<V: SimdVec, const FB: usize, const NV: usize>(
             // `offs[t] + (segs − 1)·seg_step + seg_len ≤ cols.len()`, and e + PV ≤ seg_len.
             let acc = unsafe { block_acc::<V, FB, NV>(a, wt, &bias, cb + e) };
             for (row, acc) in rows.iter_mut().zip(&acc) {
-                let o = row[ob + e..ob + e + PV].as_mut_ptr();
+                let o = row[ob + e..ob + e + PV].as_mut_ptr().cast::<V::Elem>();
                 for (v, acc) in acc.iter().enumerate() {
-                    // SAFETY: PV = NV·LANES elements of the row from ob + e, inside it.
+                    // SAFETY: PV = NV·LANES elements of the row from ob + e, inside it (an
+                    // `Out` slot has the layout of its element; storing initialises it).
                     unsafe { acc.store(o.add(v * V::LANES)) };
                 }
             }
@@ -249,7 +251,9 @@ unsafe fn vector_block<V: SimdVec, const FB: usize, const NV: usize>(
                     // SAFETY: PV = NV·LANES elements of `tmp`.
                     unsafe { acc.store(tmp.as_mut_ptr().add(v * V::LANES)) };
                 }
-                row[ob + e..ob + len].copy_from_slice(&tmp[..n]);
+                for (o, &v) in row[ob + e..ob + len].iter_mut().zip(&tmp[..n]) {
+                    *o = Out::new(v);
+                }
             }
         } else {
             tail::<V::Elem, FB>(a, seg, e, wt, &bias, rows);
@@ -305,7 +309,7 @@ fn tail<T: Float, const FB: usize>(
     e: usize,
     wt: &[T],
     bias: &[T; FB],
-    rows: &mut [&mut [T]],
+    rows: &mut [&mut [Out<T>]],
 ) {
     let (len, cb) = (a.seg_len, seg * a.seg_step + e);
     if e >= len {
@@ -319,7 +323,7 @@ fn tail<T: Float, const FB: usize>(
                 let x = a.cols[off + cb + l];
                 acc = wk[f].mul_add(x, acc);
             }
-            *o = acc;
+            *o = Out::new(acc);
         }
     }
 }

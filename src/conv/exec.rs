@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rayon::prelude::*;
 
 use super::gemm::{gemm_ptr, MatRef};
+use crate::alloc::Out;
 use crate::Float;
 
 /// Runs `task(t, slot)` once for every `t` in `0..ntasks` on at most `lanes` concurrent
@@ -68,23 +69,50 @@ impl<'a, T: Float> SharedMut<'a, T> {
         }
     }
 
+    /// A buffer of output slots, which may start uninitialised: only [`Self::slice_out`] and
+    /// [`Self::gemm`] with `β = 0` may touch an element before it has been written.
+    pub(crate) fn new_out(data: &'a mut [Out<T>]) -> Self {
+        SharedMut {
+            ptr: data.as_mut_ptr().cast::<T>(),
+            len: data.len(),
+            _borrow: PhantomData,
+        }
+    }
+
     /// `buf[start .. start + len]`; panics if it is out of bounds.
     ///
     /// # Safety
-    /// While the returned slice lives, no other task may access any of its elements.
+    /// While the returned slice lives, no other task may access any of its elements, and
+    /// they are initialised (always so in a buffer made by [`Self::new`]; in one made by
+    /// [`Self::new_out`], once written).
     #[allow(clippy::mut_from_ref)]
     pub(crate) unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
         assert!(start <= self.len && len <= self.len - start);
-        // SAFETY: in bounds of the borrowed buffer (checked); exclusivity is the caller's
-        // contract.
+        // SAFETY: in bounds of the borrowed buffer (checked); exclusivity and
+        // initialisation are the caller's contract.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+
+    /// `buf[start .. start + len]` as write-only slots (initialised or not); panics if it
+    /// is out of bounds.
+    ///
+    /// # Safety
+    /// While the returned slice lives, no other task may access any of its elements; only
+    /// initialised values may be stored through it.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn slice_out(&self, start: usize, len: usize) -> &mut [Out<T>] {
+        assert!(start <= self.len && len <= self.len - start);
+        // SAFETY: in bounds of the borrowed buffer (checked), whose elements are valid
+        // `Out<T>` slots whatever their state; exclusivity is the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start).cast::<Out<T>>(), len) }
     }
 
     /// `C ← A·B + β·C` where `C` is the `m × n` matrix at `buf[off ..]` with strides
     /// `rsc`, `csc`; panics if it reaches past the buffer.
     ///
     /// # Safety
-    /// During the call no other task may access the elements of that `C`.
+    /// During the call no other task may access the elements of that `C`; with `β ≠ 0` they
+    /// must be initialised (with `β = 0` they are only written).
     #[allow(clippy::too_many_arguments)]
     pub(crate) unsafe fn gemm(
         &self,

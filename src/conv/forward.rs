@@ -9,10 +9,11 @@ use super::direct::{self, small_gemm, SmallGemm};
 use super::exec::{run_lanes, SharedMut};
 use super::gemm::MatRef;
 use super::im2col::{im2col, Lowering};
-use super::plan::{FwdPlan, Path, Phases};
+use super::plan::{FwdPlan, Path, Phases, MAX_LANES};
 use super::{Conv2dGeometry, Conv2dParams, OP};
+use crate::alloc::{as_uninit_mut, assume_init_vec, uninit_vec, Out};
 use crate::error::{Error, Result};
-use crate::{simd, Float, Tensor, TensorView, TensorViewMut};
+use crate::{simd, Float, Shape, Tensor, TensorView, TensorViewMut};
 
 /// Elements of workspace that [`forward_into`] needs for this geometry (0 for 1×1
 /// stride-1 unpadded convolutions).
@@ -29,9 +30,15 @@ use crate::{simd, Float, Tensor, TensorView, TensorViewMut};
 /// assert!(forward_workspace_len(&g) < 2_000_000); // not 147 × 12544 per image
 /// ```
 pub fn forward_workspace_len(g: &Conv2dGeometry) -> usize {
+    workspace_len(g, MAX_LANES)
+}
+
+/// [`forward_workspace_len`] with at most `max_lanes` lanes (tasks running at once, each
+/// with its own slot of the workspace).
+fn workspace_len(g: &Conv2dGeometry, max_lanes: usize) -> usize {
     match Path::of(g) {
-        Path::Depthwise => depthwise::forward_workspace_len(g),
-        _ => FwdPlan::new(g).workspace_len(),
+        Path::Depthwise => depthwise::forward_workspace_len(g, max_lanes),
+        _ => FwdPlan::new(g).with_max_lanes(max_lanes).workspace_len(),
     }
 }
 
@@ -62,10 +69,18 @@ pub fn forward<T: Float>(
     if let Some(b) = b {
         g.check_bias(b.len())?;
     }
-    let mut out = Tensor::zeros(g.out_shape())?;
-    let mut ws = crate::alloc::zeroed_vec(OP, forward_workspace_len(&g))?;
-    forward_into(x, w, b, p, out.view_mut(), &mut ws)?;
-    Ok(out)
+    let shape = Shape::new(&g.out_shape()).ok_or_else(|| Error::too_large(OP, "output"))?;
+    let len = shape
+        .checked_len()
+        .ok_or_else(|| Error::too_large(OP, "output"))?;
+    let mut out = uninit_vec(OP, len)?;
+    // No more lanes than threads: the workspace (zero-filled by the allocator, which on
+    // reused memory is a pass over all of it) shrinks to the slots that will be used.
+    let lanes = rayon::current_num_threads();
+    let mut ws = crate::alloc::zeroed_vec(OP, workspace_len(&g, lanes))?;
+    forward_checked(x, w, b, p, (shape, &mut out), (&mut ws, lanes))?;
+    // SAFETY: `forward_checked` returned `Ok`, so it wrote every element of `out`.
+    Tensor::from_vec(shape, unsafe { assume_init_vec(out) })
 }
 
 /// Allocation-free forward convolution into `out` `(N, F, OH, OW)`, using `workspace`
@@ -81,24 +96,42 @@ pub fn forward_into<T: Float>(
     w: TensorView<'_, T>,
     b: Option<&[T]>,
     p: &Conv2dParams,
-    mut out: TensorViewMut<'_, T>,
+    out: TensorViewMut<'_, T>,
     workspace: &mut [T],
+) -> Result<()> {
+    let shape = out.shape();
+    // SAFETY: the kernels store only computed values through `Out` slots.
+    let out = unsafe { as_uninit_mut(out.into_data()) };
+    forward_checked(x, w, b, p, (shape, out), (workspace, MAX_LANES))
+}
+
+/// Validates, then computes. On `Ok`, every element of `out` has been written: `out` has
+/// the output's length (checked), the depthwise tasks write every row chunk of every output
+/// plane, and the GEMM units × filter blocks partition `out`, each block written whole by
+/// the GEMM (`β = 0`) or the small-`K` kernel.
+fn forward_checked<T: Float>(
+    x: TensorView<'_, T>,
+    w: TensorView<'_, T>,
+    b: Option<&[T]>,
+    p: &Conv2dParams,
+    (out_shape, out): (Shape, &mut [Out<T>]),
+    (workspace, max_lanes): (&mut [T], usize),
 ) -> Result<()> {
     let g = Conv2dGeometry::new(x.shape(), w.shape(), p)?;
     if let Some(b) = b {
         g.check_bias(b.len())?;
     }
-    if out.shape().dims() != g.out_shape() {
+    if out_shape.dims() != g.out_shape() || out_shape.checked_len() != Some(out.len()) {
         return Err(Error::shape(
             OP,
             format!(
                 "out has shape {}, the output shape is {:?}",
-                out.shape(),
+                out_shape,
                 g.out_shape()
             ),
         ));
     }
-    let need = forward_workspace_len(&g);
+    let need = workspace_len(&g, max_lanes);
     if workspace.len() < need {
         return Err(Error::WorkspaceTooSmall {
             op: OP,
@@ -106,11 +139,14 @@ pub fn forward_into<T: Float>(
             provided: workspace.len(),
         });
     }
-    let (x, w, out) = (x.data(), w.data(), out.data_mut());
+    let (x, w) = (x.data(), w.data());
     let ws = &mut workspace[..need];
     match Path::of(&g) {
-        Path::Depthwise => depthwise::forward(&g, x, w, b, out, ws),
-        _ => gemm_forward(&g, &FwdPlan::new(&g), x, w, b, out, ws),
+        Path::Depthwise => depthwise::forward(&g, x, w, b, out, ws, max_lanes),
+        _ => {
+            let plan = FwdPlan::new(&g).with_max_lanes(max_lanes);
+            gemm_forward(&g, &plan, x, w, b, out, ws)
+        }
     }
     Ok(())
 }
@@ -123,13 +159,13 @@ fn gemm_forward<T: Float>(
     x: &[T],
     w: &[T],
     b: Option<&[T]>,
-    out: &mut [T],
+    out: &mut [Out<T>],
     ws: &mut [T],
 ) {
     let (p, hw, k) = (g.oh * g.ow, g.h * g.w, plan.k);
     let lw = Lowering::new(g);
     let nt = plan.tiles.count;
-    let out = SharedMut::new(out);
+    let out = SharedMut::new_out(out);
     run_lanes(ws, plan.slot_len, plan.lanes, plan.units, |unit, slot| {
         let (n, grp, tile) = (unit / (nt * g.groups), (unit / nt) % g.groups, unit % nt);
         let (p0, pt) = plan.tiles.range(tile);
@@ -162,13 +198,15 @@ fn gemm_forward<T: Float>(
             let off = base + f0 * p;
             let wb = MatRef::new(&wg[f0 * k..], k, 1);
             // SAFETY: `C` is filters f0..f0+fm × pixels p0..p0+pt of image n, group grp:
-            // written by this (unit, block) only; each unit runs once (run_lanes).
+            // written by this (unit, block) only; each unit runs once (run_lanes). With
+            // β = 0 it is only written.
             unsafe { out.gemm(off, p, 1, fm, k, pt, wb, cols, T::ZERO) };
             if let Some(b) = b {
                 // The bias is added to the tile while it is still in cache.
                 for r in 0..fm {
                     // SAFETY: row `f0 + r` of this unit's tile belongs to this unit and
-                    // this filter block alone (units and blocks partition `out`).
+                    // this filter block alone (units and blocks partition `out`), and the
+                    // GEMM just wrote all of it.
                     let row = unsafe { out.slice(off + r * p, pt) };
                     let bv = b[grp * g.fg + f0 + r];
                     for v in row {
@@ -214,12 +252,12 @@ fn small_block<T: Float>(
     }
     for c0 in (f0..f0 + fm).step_by(CHUNK) {
         let cm = CHUNK.min(f0 + fm - c0);
-        let mut rows: [&mut [T]; CHUNK] = std::array::from_fn(|r| {
+        let mut rows: [&mut [Out<T>]; CHUNK] = std::array::from_fn(|r| {
             if r < cm {
                 // SAFETY: row `c0 + r` of the unit's tile (a filter of this block × the
                 // unit's pixels) is written by this (unit, filter block) alone, which runs
                 // once; the rows are distinct.
-                unsafe { out.slice(base + (c0 + r) * p, pt) }
+                unsafe { out.slice_out(base + (c0 + r) * p, pt) }
             } else {
                 &mut []
             }
@@ -277,11 +315,11 @@ fn phased_unit<T: Float>(
     let base = (n * g.f + grp * g.fg) * p + p0;
     for c0 in (0..g.fg).step_by(CHUNK) {
         let cm = CHUNK.min(g.fg - c0);
-        let mut rows: [&mut [T]; CHUNK] = std::array::from_fn(|r| {
+        let mut rows: [&mut [Out<T>]; CHUNK] = std::array::from_fn(|r| {
             if r < cm {
                 // SAFETY: the tile's pixels of filter c0 + r (group grp, image n) are written
                 // by this unit alone, which runs once; the rows are distinct.
-                unsafe { out.slice(base + (c0 + r) * p, pt) }
+                unsafe { out.slice_out(base + (c0 + r) * p, pt) }
             } else {
                 &mut []
             }

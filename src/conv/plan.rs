@@ -265,6 +265,13 @@ impl FwdPlan {
     pub(crate) fn workspace_len(&self) -> usize {
         self.lanes.saturating_mul(self.slot_len)
     }
+
+    /// The plan with at most `max_lanes` lanes (at least one): fewer workspace slots, the
+    /// same results (a lane's slot is scratch).
+    pub(crate) fn with_max_lanes(mut self, max_lanes: usize) -> FwdPlan {
+        self.lanes = self.lanes.min(max_lanes.max(1));
+        self
+    }
 }
 
 /// The backward pass. Pass A (`dw`): tasks of (batch chunk, group, channel block), each
