@@ -20,7 +20,7 @@ use crate::{simd, Float, Shape, Tensor, TensorView, TensorViewMut};
 ///
 /// Depends on the geometry only — not on the element type's size, nor on the number of
 /// threads: at most 8 tiles are lowered at once, each of about 128 Ki elements (at least
-/// 128 output pixels), or for depthwise convolutions 8 padded windows of about 32 Ki
+/// 256 output pixels), or for depthwise convolutions 8 padded windows of about 32 Ki
 /// elements, so it never scales with the batch.
 ///
 /// ```

@@ -22,6 +22,13 @@ const TILE_ELEMS: usize = 128 * 1024;
 /// Fewest output pixels per tile (unless the image has fewer): keeps the GEMM's `n` wide
 /// enough that packing the weights once per tile stays cheap when `C·KH·KW` is large.
 const MIN_TILE: usize = 128;
+/// [`MIN_TILE`] of the forward pass: its GEMM (the crate's own at AVX-512) computes whole
+/// panels of 32 pixels, so short tiles waste more of their last panel. Measured (f32, one
+/// thread, idle machine, two runs each) against 128: resnet_3x3_14 145–148 GFLOP/s against
+/// 129–131 (whole 196-pixel images instead of 112 + 84), dilated_28 150 against 141 (tiles of
+/// 208 instead of 112), resnet_3x3_56 141–144 against 139–140. The backward pass keeps 128
+/// (mixed there: resnet_3x3_14 +4 %, dilated_28 −3 %).
+const MIN_TILE_FWD: usize = 256;
 /// Fewest rows (`channels · KH · KW`) of a channel block in the backward pass.
 const MIN_KC: usize = 128;
 /// Largest total of the per-chunk `dw` partials (elements) that the backward pass spends to
@@ -106,9 +113,9 @@ impl Split {
     }
 
     /// Tiles of `total` output pixels whose column matrix (`rows` per pixel) stays near
-    /// [`TILE_ELEMS`].
-    fn tiles(total: usize, rows: usize) -> Split {
-        let max = (TILE_ELEMS / rows.max(1)).max(MIN_TILE);
+    /// [`TILE_ELEMS`], of at least `min_tile` pixels.
+    fn tiles(total: usize, rows: usize, min_tile: usize) -> Split {
+        let max = (TILE_ELEMS / rows.max(1)).max(min_tile);
         if total <= max {
             Split::whole(total)
         } else {
@@ -232,7 +239,7 @@ impl FwdPlan {
             // Tiles serve parallelism only (the image is the column matrix).
             Split::pointwise(g.oh * g.ow, g.n.saturating_mul(g.groups))
         } else {
-            Split::tiles(g.oh * g.ow, k)
+            Split::tiles(g.oh * g.ow, k, MIN_TILE_FWD)
         };
         let units = g.n.saturating_mul(g.groups).saturating_mul(tiles.count);
         let fblocks = if units >= TARGET_TASKS {
@@ -317,7 +324,7 @@ impl BwdPlan {
             TARGET_TASKS.div_ceil(outer).min(g.n).min(by_mem).max(1)
         };
         let a_cblocks = channel_blocks(g.cg, khw, a_chunks * g.groups);
-        let a_tiles = Split::tiles(p, a_cblocks.len * khw);
+        let a_tiles = Split::tiles(p, a_cblocks.len * khw, MIN_TILE);
         let a_tasks = a_chunks * g.groups * a_cblocks.count;
         let a_lanes = a_tasks.min(MAX_LANES);
         let a_slot_len = if slots {
@@ -328,7 +335,7 @@ impl BwdPlan {
 
         // Pass B.
         let b_cblocks = channel_blocks(g.cg, khw, g.n.saturating_mul(g.groups));
-        let b_tiles = Split::tiles(p, b_cblocks.len * khw);
+        let b_tiles = Split::tiles(p, b_cblocks.len * khw, MIN_TILE);
         let b_tasks = g.n.saturating_mul(g.groups).saturating_mul(b_cblocks.count);
         let b_lanes = b_tasks.min(MAX_LANES);
         let b_slot_len = if slots {
@@ -388,7 +395,7 @@ mod tests {
                 }
             }
         }
-        let t = Split::tiles(112 * 112, 147);
+        let t = Split::tiles(112 * 112, 147, MIN_TILE);
         assert!(t.count > 1 && t.len * 147 <= 2 * TILE_ELEMS);
     }
 }
