@@ -49,6 +49,12 @@ impl Shape {
             .try_fold(1usize, |acc, &d| acc.checked_mul(d))
     }
 
+    /// Product of the dimensions, or [`Error::TooLarge`] naming `op` on overflow.
+    pub(crate) fn len_for(&self, op: &'static str) -> Result<usize> {
+        self.checked_len()
+            .ok_or_else(|| Error::too_large(op, format!("shape {self} overflows usize")))
+    }
+
     /// The four dimensions of a rank-4 shape, or an error naming `what`.
     pub(crate) fn nchw(&self, op: &'static str, what: &str) -> Result<[usize; 4]> {
         if self.rank != 4 {
@@ -123,9 +129,7 @@ impl<T: Float> Tensor<T> {
     /// A tensor of zeros; errors if the shape's product overflows.
     pub fn zeros(shape: impl Into<Shape>) -> Result<Self> {
         let shape = shape.into();
-        let n = shape
-            .checked_len()
-            .ok_or_else(|| Error::too_large("tensor", format!("shape {shape} overflows usize")))?;
+        let n = shape.len_for("tensor")?;
         Ok(Tensor {
             shape,
             data: crate::alloc::zeroed_vec("tensor", n)?,

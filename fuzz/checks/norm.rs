@@ -781,30 +781,24 @@ fn bn_valid<T: Pick>(ctx: &str, c: &BnCase, g: &BatchNormGeometry, d: &BnData) {
                 if !(s.clean && m0.is_finite() && v0.is_finite()) {
                     continue;
                 }
-                let tm = 2.0
-                    * ((1.0 - mom) * s.e_mu
-                        + 2.0 * u * ((mom * m0).abs() + ((1.0 - mom) * s.mean).abs()))
-                    + 8.0 * eps_t * min_pos;
+                // `momentum·old + (1 − momentum)·batch` with the batch statistic off by `e`.
+                let tol = |e: f64, old: f64, batch: f64| {
+                    2.0 * (2.0
+                        * ((1.0 - mom) * e
+                            + 2.0 * u * ((mom * old).abs() + ((1.0 - mom) * batch).abs()))
+                        + 8.0 * eps_t * min_pos)
+                };
+                let (rm_f, frm_f) = (rm[ch].to_f64(), frm[ch].to_f64());
                 close(
                     &ctx,
                     "running_mean",
                     ch,
-                    rm[ch].to_f64(),
-                    frm[ch].to_f64(),
-                    2.0 * tm,
+                    rm_f,
+                    frm_f,
+                    tol(s.e_mu, m0, s.mean),
                 );
-                let tv = 2.0
-                    * ((1.0 - mom) * s.e_v
-                        + 2.0 * u * ((mom * v0).abs() + ((1.0 - mom) * s.var).abs()))
-                    + 8.0 * eps_t * min_pos;
-                close(
-                    &ctx,
-                    "running_var",
-                    ch,
-                    rv[ch].to_f64(),
-                    frv[ch].to_f64(),
-                    2.0 * tv,
-                );
+                let (rv_f, frv_f) = (rv[ch].to_f64(), frv[ch].to_f64());
+                close(&ctx, "running_var", ch, rv_f, frv_f, tol(s.e_v, v0, s.var));
             }
         } else {
             assert_same_bits(&ctx, "test-mode running mean", &frm, rm0);

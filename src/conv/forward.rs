@@ -69,11 +69,8 @@ pub fn forward<T: Float>(
     if let Some(b) = b {
         g.check_bias(b.len())?;
     }
-    let shape = Shape::new(&g.out_shape()).ok_or_else(|| Error::too_large(OP, "output"))?;
-    let len = shape
-        .checked_len()
-        .ok_or_else(|| Error::too_large(OP, "output"))?;
-    let mut out = uninit_vec(OP, len)?;
+    let shape = Shape::from(g.out_shape());
+    let mut out = uninit_vec(OP, shape.len_for(OP)?)?;
     // No more lanes than threads: the workspace (zero-filled by the allocator, which on
     // reused memory is a pass over all of it) shrinks to the slots that will be used.
     let lanes = rayon::current_num_threads();
@@ -224,8 +221,8 @@ fn gemm_forward<T: Float>(
 }
 
 /// Filters `f0 .. f0 + fm` of group `grp` × one unit's `pt` pixels (at `out[base ..]`,
-/// filter row stride `OH·OW`) through the register-blocked small-`K` kernel, in chunks of
-/// 8 filters (the chunking does not change any element's sum). Returns `false`, writing
+/// filter row stride `OH·OW`) through the register-blocked small-`K` kernel
+/// ([`small_rows`]). Returns `false`, writing
 /// nothing, where that kernel has no clone for the SIMD level (the GEMM runs instead).
 #[allow(clippy::too_many_arguments)]
 fn small_block<T: Float>(
@@ -244,38 +241,62 @@ fn small_block<T: Float>(
     if !direct::available(level) {
         return false;
     }
-    const CHUNK: usize = 8;
     let (p, k) = (g.oh * g.ow, plan.k);
     let mut offs = [0; direct::MAX_K];
     for (t, o) in offs.iter_mut().enumerate().take(k) {
         *o = t * cols.rs;
     }
-    for c0 in (f0..f0 + fm).step_by(CHUNK) {
-        let cm = CHUNK.min(f0 + fm - c0);
+    let fb = grp * g.fg + f0;
+    let args = SmallGemm {
+        k,
+        w: &wg[f0 * k..(f0 + fm) * k],
+        cols: cols.data,
+        offs: &offs[..k],
+        seg_len: pt,
+        seg_step: 0,
+        pt,
+        bias: b.map(|b| &b[fb..fb + fm]),
+    };
+    // SAFETY: filters f0..f0+fm × the unit's pixels are written by this (unit, filter
+    // block) alone, which runs once.
+    unsafe { small_rows(level, out, base + f0 * p, p, &args) };
+    true
+}
+
+/// Runs [`small_gemm`] on the `w.len() / k` filters of `args` (rows of `pt` pixels at
+/// `out[base + f·p ..]`), 8 at a time (the chunking does not change any element's sum).
+///
+/// # Safety
+/// No other task may access those rows during the call.
+unsafe fn small_rows<T: Float>(
+    level: simd::Level,
+    out: &SharedMut<'_, T>,
+    base: usize,
+    p: usize,
+    args: &SmallGemm<'_, T>,
+) {
+    const CHUNK: usize = 8;
+    let (k, pt) = (args.k, args.pt);
+    let fm = args.w.len() / k;
+    for c0 in (0..fm).step_by(CHUNK) {
+        let cm = CHUNK.min(fm - c0);
         let mut rows: [&mut [Out<T>]; CHUNK] = std::array::from_fn(|r| {
             if r < cm {
-                // SAFETY: row `c0 + r` of the unit's tile (a filter of this block × the
-                // unit's pixels) is written by this (unit, filter block) alone, which runs
-                // once; the rows are distinct.
+                // SAFETY: row `c0 + r` is ours alone (the caller's contract); the rows are
+                // distinct.
                 unsafe { out.slice_out(base + (c0 + r) * p, pt) }
             } else {
                 &mut []
             }
         });
-        let args = SmallGemm {
-            k,
-            w: &wg[c0 * k..(c0 + cm) * k],
-            cols: cols.data,
-            offs: &offs[..k],
-            seg_len: pt,
-            seg_step: 0,
-            pt,
-            bias: b.map(|b| &b[grp * g.fg + c0..grp * g.fg + c0 + cm]),
+        let chunk = SmallGemm {
+            w: &args.w[c0 * k..(c0 + cm) * k],
+            bias: args.bias.map(|b| &b[c0..c0 + cm]),
+            ..*args
         };
-        let done = small_gemm(level, &args, &mut rows[..cm]);
+        let done = small_gemm(level, &chunk, &mut rows[..cm]);
         debug_assert!(done);
     }
-    true
 }
 
 /// One unit (image `n`, group `grp`, the whole output rows of pixels `p0 .. p0 + pt`) of a
@@ -294,7 +315,6 @@ fn phased_unit<T: Float>(
     (n, grp, p0, pt): (usize, usize, usize, usize),
     slot: &mut [T],
 ) {
-    const CHUNK: usize = 8;
     let (p, k, ow) = (g.oh * g.ow, plan.k, g.ow);
     let (r0, rn) = (p0 / ow, pt / ow);
     let ph = Phases::new(g, rn);
@@ -311,32 +331,19 @@ fn phased_unit<T: Float>(
             }
         }
     }
-    let wg = &w[grp * g.fg * k..(grp + 1) * g.fg * k];
-    let base = (n * g.f + grp * g.fg) * p + p0;
-    for c0 in (0..g.fg).step_by(CHUNK) {
-        let cm = CHUNK.min(g.fg - c0);
-        let mut rows: [&mut [Out<T>]; CHUNK] = std::array::from_fn(|r| {
-            if r < cm {
-                // SAFETY: the tile's pixels of filter c0 + r (group grp, image n) are written
-                // by this unit alone, which runs once; the rows are distinct.
-                unsafe { out.slice_out(base + (c0 + r) * p, pt) }
-            } else {
-                &mut []
-            }
-        });
-        let args = SmallGemm {
-            k,
-            w: &wg[c0 * k..(c0 + cm) * k],
-            cols: &*buf,
-            offs: &offs0[..k],
-            seg_len: ow,
-            seg_step: sh * sw * ph.width,
-            bias: b.map(|b| &b[grp * g.fg + c0..grp * g.fg + c0 + cm]),
-            pt,
-        };
-        let done = small_gemm(level, &args, &mut rows[..cm]);
-        debug_assert!(done);
-    }
+    let args = SmallGemm {
+        k,
+        w: &w[grp * g.fg * k..(grp + 1) * g.fg * k],
+        cols: &*buf,
+        offs: &offs0[..k],
+        seg_len: ow,
+        seg_step: sh * sw * ph.width,
+        bias: b.map(|b| &b[grp * g.fg..(grp + 1) * g.fg]),
+        pt,
+    };
+    // SAFETY: the tile's pixels of the group's filters (image n) are written by this unit
+    // alone, which runs once.
+    unsafe { small_rows(level, out, (n * g.f + grp * g.fg) * p + p0, p, &args) };
 }
 
 /// Fills `buf` with the [`Phases`] copy of the `cg` planes `xg` for the tile whose first

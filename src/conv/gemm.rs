@@ -24,14 +24,18 @@ use crate::Float;
 pub fn gemm_backend(dtype: crate::DType) -> &'static str {
     if cfg!(feature = "gemm-crate") {
         "gemm crate"
-    } else if cfg!(target_arch = "x86_64")
-        && dtype == crate::DType::F32
-        && crate::simd::active_level() >= crate::simd::Level::Avx512
-    {
+    } else if dtype == crate::DType::F32 && own_f32_kernel() {
         "own AVX-512 kernel (forward), matrixmultiply (backward)"
     } else {
         "matrixmultiply"
     }
+}
+
+/// Whether `f32` products of the right strides run [`super::gemm_avx512`]: on x86-64 at the
+/// AVX-512 level, unless the `gemm-crate` feature replaces the backend.
+fn own_f32_kernel() -> bool {
+    cfg!(all(target_arch = "x86_64", not(feature = "gemm-crate")))
+        && crate::simd::active_level() >= crate::simd::Level::Avx512
 }
 
 /// A read-only strided matrix: element `(i, j)` is `data[i·rs + j·cs]`.
@@ -129,7 +133,7 @@ pub(crate) unsafe fn gemm_ptr<T: Float>(
         && k > 0
         && (a.cs, b.cs, csc) == (1, 1, 1)
         && (beta == T::ZERO || beta == T::ONE)
-        && crate::simd::active_level() >= crate::simd::Level::Avx512
+        && own_f32_kernel()
     {
         let o = super::gemm_avx512::Operands {
             m,
