@@ -530,6 +530,20 @@ multiversion! {
     }
 }
 
+/// Largest padded window (elements) a depthwise task copies.
+const MAX_WINDOW: usize = 1 << 20;
+
+/// Whether the depthwise kernels' padded windows stay small (at most [`MAX_WINDOW`]
+/// elements). A window spans `(OW − 1)·sw + (KW − 1)·dw + 1` padded columns for at least one
+/// output row, so a huge stride, padding or dilation would make it (and the workspace)
+/// enormous for a tiny output — a fuzzer input with stride 2³², padding 2³² + 1 and 36
+/// outputs asked for 2³⁴ elements. Such geometries take the lowering + GEMM path, whose
+/// columns grow with the output instead.
+pub(crate) fn windows_fit(g: &Conv2dGeometry) -> bool {
+    let fits = |wn: Window| wn.len() <= MAX_WINDOW;
+    fits(Window::forward(g)) && (g.params.stride != [1, 1] || fits(Window::transposed(g)))
+}
+
 /// Lanes of the depthwise forward with at most `max_lanes` of them.
 fn forward_lanes(g: &Conv2dGeometry, max_lanes: usize) -> usize {
     let tasks = g.n * g.c * Window::forward(g).chunks();

@@ -73,7 +73,7 @@ pub(crate) enum Path {
 impl Path {
     pub(crate) fn of(g: &Conv2dGeometry) -> Path {
         let p = &g.params;
-        if g.cg == 1 {
+        if g.cg == 1 && super::depthwise::windows_fit(g) {
             Path::Depthwise
         } else if g.kh == 1 && g.kw == 1 && p.stride == [1, 1] && p.padding == [0, 0] {
             Path::Pointwise
