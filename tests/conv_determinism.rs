@@ -116,6 +116,17 @@ fn cases() -> Vec<([usize; 4], [usize; 4], Conv2dParams)> {
         ([2, 4, 15, 16], [6, 2, 3, 3], p.padding([1, 1]).groups(2)),
         // Pointwise, N = 1 with channel blocks.
         ([1, 256, 12, 12], [32, 256, 1, 1], p),
+        // N = 1 above the serial size: dw chunked over tiles, dx over bands of rows.
+        (
+            [1, 3, 60, 60],
+            [16, 3, 7, 7],
+            p.stride([2, 2]).padding([3, 3]),
+        ),
+        (
+            [1, 4, 64, 60],
+            [24, 4, 3, 3],
+            p.dilation([2, 1]).padding([2, 1]).stride([1, 2]),
+        ),
         ([4, 64, 20, 20], [16, 64, 1, 1], p),
     ]
 }

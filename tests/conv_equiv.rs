@@ -191,6 +191,31 @@ fn fixed_cases() -> Vec<Case> {
         mk([1, 65, 6, 20], [3, 65, 2, 2], p.padding([1, 1]), false),
         // groups == C == 1.
         mk([2, 1, 8, 8], [5, 1, 3, 3], p.padding([1, 1]), true),
+        // Few images, above the serial size: the weight gradient chunked over (image, tile)
+        // units, the input gradient over bands of output rows in two phases (stem-like
+        // stride 2, asymmetric dilation and stride, a stride wider than the kernel's reach,
+        // two groups at N = 2) or one (1×1).
+        mk(
+            [1, 3, 60, 60],
+            [16, 3, 7, 7],
+            p.stride([2, 2]).padding([3, 3]),
+            true,
+        ),
+        mk([1, 3, 64, 64], [20, 3, 3, 3], p.padding([1, 1]), true),
+        mk(
+            [1, 4, 64, 60],
+            [24, 4, 3, 3],
+            p.dilation([2, 1]).padding([2, 1]).stride([1, 2]),
+            false,
+        ),
+        mk([1, 3, 180, 180], [32, 3, 2, 2], p.stride([3, 3]), true),
+        mk(
+            [2, 8, 40, 40],
+            [16, 4, 5, 5],
+            p.padding([2, 2]).groups(2),
+            true,
+        ),
+        mk([1, 256, 12, 12], [32, 256, 1, 1], p, true),
     ]
 }
 

@@ -2,10 +2,11 @@
 //! one call, with the same 1×1 and depthwise special paths as the forward.
 //!
 //! Determinism: `db` sums each filter's gradients in a fixed order. `dw` is computed by
-//! tasks of (batch chunk, group, channel block) — a partition fixed by the geometry — each
-//! accumulating its images and tiles in order into its own block; the chunks' partials are
-//! then added in chunk order. `dx` is owned per (image, channel block). Nothing depends on
-//! the number of threads.
+//! tasks of (batch chunk, group, channel block) — a partition fixed by the geometry, where a
+//! chunk is a run of (image, tile) units — each accumulating its units in order into its own
+//! block; the chunks' partials are then added in chunk order. `dx` is owned per (image,
+//! channel block, band of output rows), overlapping bands added in a fixed phase order.
+//! Nothing depends on the number of threads.
 
 use rayon::prelude::*;
 
@@ -140,7 +141,7 @@ pub fn backward_into<T: Float>(
 }
 
 /// Pass A: `dw[grp, :, cblock] (+)= dout[n, grp, tile] · cols(n, cblock, tile)ᵀ` over the
-/// chunk's images and tiles in order, then `dw += partial[1] + partial[2] + …` in order.
+/// chunk's (image, tile) units in order, then `dw += partial[1] + partial[2] + …` in order.
 fn weight_grad<T: Float>(
     g: &Conv2dGeometry,
     plan: &BwdPlan,
@@ -172,27 +173,26 @@ fn weight_grad<T: Float>(
                     0 => (&dw, off),
                     _ => (&partials, (chunk - 1) * dw_len + off),
                 };
-                let (i0, i1) = plan.chunk_images(g.n, chunk);
+                let (u0, u1) = plan.chunk_units(g.n, chunk);
                 let mut beta = T::ZERO;
-                for n in i0..i1 {
+                for u in u0..u1 {
+                    let (n, tile) = (u / plan.a_tiles.count, u % plan.a_tiles.count);
                     let xc = (n * g.c + grp * g.cg + c0) * hw;
                     let dg = (n * g.f + grp * g.fg) * p;
-                    for tile in 0..plan.a_tiles.count {
-                        let (p0, pt) = plan.a_tiles.range(tile);
-                        let cols_t = match plan.path {
-                            Path::Im2col => {
-                                let cols = &mut slot[..kc * pt];
-                                im2col(&lw, &x[xc..xc + cn * hw], cn, p0, pt, cols);
-                                MatRef::new(&*cols, 1, pt)
-                            }
-                            _ => MatRef::new(&x[xc + p0..], 1, hw),
-                        };
-                        let a = MatRef::new(&dout[dg + p0..], p, 1);
-                        // SAFETY: `C` is rows grp·fg.. × columns of channel block cb of this
-                        // chunk's dw (or partial): written by task t only, which runs once.
-                        unsafe { target.gemm(off, kg, 1, g.fg, pt, kc, a, cols_t, beta) };
-                        beta = T::ONE;
-                    }
+                    let (p0, pt) = plan.a_tiles.range(tile);
+                    let cols_t = match plan.path {
+                        Path::Im2col => {
+                            let cols = &mut slot[..kc * pt];
+                            im2col(&lw, &x[xc..xc + cn * hw], cn, p0, pt, cols);
+                            MatRef::new(&*cols, 1, pt)
+                        }
+                        _ => MatRef::new(&x[xc + p0..], 1, hw),
+                    };
+                    let a = MatRef::new(&dout[dg + p0..], p, 1);
+                    // SAFETY: `C` is rows grp·fg.. × columns of channel block cb of this
+                    // chunk's dw (or partial): written by task t only, which runs once.
+                    unsafe { target.gemm(off, kg, 1, g.fg, pt, kc, a, cols_t, beta) };
+                    beta = T::ONE;
                 }
             },
         );
@@ -211,8 +211,10 @@ fn weight_grad<T: Float>(
     }
 }
 
-/// Pass B: per (image, group, channel block), `dcols = W[grp, :, cblock]ᵀ · dout[n, grp, tile]`
-/// then col2im into that block of `dx` (for 1×1 kernels, the GEMM writes `dx` directly).
+/// Pass B: per (image, group, channel block, band of output rows), `dcols = W[grp, :,
+/// cblock]ᵀ · dout[n, grp, tile]` for the band's tiles, then col2im into the input rows the
+/// band owns (for 1×1 kernels, the GEMM writes `dx` directly). Overlapping bands run in two
+/// phases (even, then odd bands); the first zeroes the rows before adding.
 fn input_grad<T: Float>(
     g: &Conv2dGeometry,
     plan: &BwdPlan,
@@ -223,38 +225,56 @@ fn input_grad<T: Float>(
 ) {
     let (p, hw, khw) = (g.oh * g.ow, g.h * g.w, plan.khw);
     let kg = g.cg * khw;
-    let lw = Lowering::new(g);
     let ncb = plan.b_cblocks.count;
+    let (bands, phases) = (plan.b_bands.count, plan.b_phases);
     let dx = SharedMut::new(dx);
-    run_lanes(
-        slots,
-        plan.b_slot_len,
-        plan.b_lanes,
-        plan.b_tasks,
-        |t, slot| {
+    for phase in 0..phases {
+        let per = (bands - phase).div_ceil(phases);
+        let tasks = g.n * g.groups * ncb * per;
+        run_lanes(slots, plan.b_slot_len, plan.b_lanes, tasks, |t, slot| {
+            let band = phase + (t % per) * phases;
+            let t = t / per;
             let (cb, grp, n) = (t % ncb, (t / ncb) % g.groups, t / (ncb * g.groups));
             let (c0, cn) = plan.b_cblocks.range(cb);
             let kc = cn * khw;
-            // SAFETY: channels grp·cg + c0 .. + cn of image n belong to task t alone, which runs
-            // once.
-            let dxb = unsafe { dx.slice((n * g.c + grp * g.cg + c0) * hw, cn * hw) };
+            let ch0 = n * g.c + grp * g.cg + c0;
             let wt = MatRef::new(&w[grp * g.fg * kg + c0 * khw..], 1, kg);
             let dg = (n * g.f + grp * g.fg) * p;
-            if plan.path == Path::Im2col {
-                dxb.fill(T::ZERO);
+            let (r0, rows) = plan.b_bands.range(band);
+            let (lo, hi) = plan.band_input_rows(g, band);
+            let lw = Lowering::window(g, lo, hi - lo);
+            // Input rows lo..hi of channel cc of the block: this task's alone in its phase
+            // (bands of one phase reach disjoint rows; other images, groups and blocks are
+            // other planes).
+            let rows_of = |cc: usize| ((ch0 + cc) * hw + lo * g.w, (hi - lo) * g.w);
+            if plan.path == Path::Im2col && phase == 0 {
+                for cc in 0..cn {
+                    let (start, len) = rows_of(cc);
+                    // SAFETY: see rows_of; the task runs once.
+                    unsafe { dx.slice(start, len) }.fill(T::ZERO);
+                }
             }
-            for tile in 0..plan.b_tiles.count {
-                let (p0, pt) = plan.b_tiles.range(tile);
+            let tiles = plan.band_tiles(g, rows);
+            for tile in 0..tiles.count {
+                let (q0, pt) = tiles.range(tile);
+                let p0 = r0 * g.ow + q0;
                 let d = MatRef::new(&dout[dg + p0..], p, 1);
                 match plan.path {
                     Path::Im2col => {
                         let dcols = &mut slot[..kc * pt];
                         gemm(kc, g.fg, pt, wt, d, T::ZERO, dcols, pt, 1);
-                        col2im(&lw, dcols, cn, p0, pt, dxb);
+                        for cc in 0..cn {
+                            let (start, len) = rows_of(cc);
+                            // SAFETY: see rows_of; the task runs once.
+                            let dxc = unsafe { dx.slice(start, len) };
+                            col2im(&lw, &dcols[cc * khw * pt..], 1, p0, pt, dxc);
+                        }
                     }
-                    _ => gemm(kc, g.fg, pt, wt, d, T::ZERO, &mut dxb[p0..], hw, 1),
+                    // SAFETY: channels c0.. + cn × pixels p0.. + pt of image n: this task's
+                    // alone (bands of a 1×1 layer are disjoint pixels); β = 0 only writes.
+                    _ => unsafe { dx.gemm(ch0 * hw + p0, hw, 1, kc, g.fg, pt, wt, d, T::ZERO) },
                 }
             }
-        },
-    );
+        });
+    }
 }

@@ -125,10 +125,13 @@ multiversion! {
     }
 }
 
-/// `db` for every path, parallel over filters (see `bias_grad_imp` for the order).
+/// `db` for every path, parallel over filters (see `bias_grad_imp` for the order), at
+/// least 32 Ki elements of `dout` per task (fewer are summed faster than a thread wakes).
 pub(crate) fn bias_grad<T: Float>(dout: &[T], n: usize, p: usize, db: &mut [T]) {
     let level = simd::active_level();
+    let min_filters = (32 * 1024usize).div_ceil(n.saturating_mul(p).max(1));
     db.par_iter_mut()
+        .with_min_len(min_filters)
         .enumerate()
         .for_each(|(f, d)| bias_grad_imp(level, dout, p, f, n, d));
 }

@@ -179,7 +179,19 @@ fn gemm_forward<T: Float>(
         let cols = match plan.path {
             Path::Im2col => {
                 let cols = &mut slot[..k * pt];
-                im2col(&lw, &x[xg..xg + g.cg * hw], g.cg, p0, pt, cols);
+                let xg = &x[xg..xg + g.cg * hw];
+                if plan.fblocks.count == 1 {
+                    im2col(&lw, xg, g.cg, p0, pt, cols);
+                } else {
+                    // The filter blocks will run in parallel: lower in parallel too, by
+                    // blocks of channels (each a run of rows of `cols`; a plain copy).
+                    let cpb = g.cg.div_ceil(plan.fblocks.count);
+                    let rows = cpb * g.kh * g.kw * pt;
+                    cols.par_chunks_mut(rows).enumerate().for_each(|(i, c)| {
+                        let cn = c.len() / (rows / cpb);
+                        im2col(&lw, &xg[i * cpb * hw..], cn, p0, pt, c);
+                    });
+                }
                 MatRef::new(&*cols, pt, 1)
             }
             _ => MatRef::new(&x[xg + p0..], hw, 1),

@@ -143,6 +143,21 @@ impl Lowering {
         }
     }
 
+    /// The lowering of `g` onto a window of input rows `row0 .. row0 + rows` (all columns):
+    /// plane offsets are relative to the window, and taps reading rows outside it are
+    /// dropped like padding. For a [`col2im`] of output rows whose reach within the input lies
+    /// inside the window, that is the same scatter, into the window's rows only.
+    pub(crate) fn window(g: &Conv2dGeometry, row0: usize, rows: usize) -> Lowering {
+        let mut ah = Axis::forward(g, true);
+        ah.inp = rows;
+        ah.base -= row0 as i128;
+        Lowering {
+            h: rows,
+            th: Taps::new(ah, g.kh),
+            ..Lowering::new(g)
+        }
+    }
+
     /// Calls `seg(row, r, len, src)` for every run of one output row inside the tile, for
     /// every column-matrix row of `cn` channels: `row` is the column-matrix row, `r` the
     /// first tile column of the run, `src` the input plane offset and column range

@@ -281,10 +281,18 @@ impl FwdPlan {
     }
 }
 
-/// The backward pass. Pass A (`dw`): tasks of (batch chunk, group, channel block), each
-/// accumulating its chunk's images and tiles in order into its own block of `dw` (chunk 0)
-/// or of a partial (chunks 1..), merged afterwards in chunk order. Pass B (`dx`): tasks of
-/// (image, group, channel block), each owning its channels of `dx`.
+/// Problems with fewer multiply-adds per pass than this run on one lane with unsplit
+/// passes: waking a second thread costs more than it saves. cs231n_fast at `N = 1` (173 K
+/// multiply-adds, 19 µs backward on one thread) took 33 µs on two.
+const SERIAL_MACS: usize = 1 << 20;
+
+/// The backward pass. Pass A (`dw`): tasks of (batch chunk, group, channel block), where a
+/// chunk is a run of (image, tile) units; each task accumulates its units in order into
+/// its own block of `dw` (chunk 0) or of a partial (chunks 1..), merged afterwards in chunk
+/// order. Pass B (`dx`): tasks of (image, group, channel block, band of output rows), each
+/// writing the input rows its band reaches. Bands of one image overlap only with their
+/// neighbours (bands are at least [`BwdPlan::band_rows_min`] rows high), so even bands run
+/// in one phase and odd bands in the next; the first phase also zeroes the rows.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BwdPlan {
     pub(crate) path: Path,
@@ -297,8 +305,10 @@ pub(crate) struct BwdPlan {
     pub(crate) a_lanes: usize,
     pub(crate) a_slot_len: usize,
     pub(crate) b_cblocks: Split,
-    pub(crate) b_tiles: Split,
-    pub(crate) b_tasks: usize,
+    /// Bands of output rows.
+    pub(crate) b_bands: Split,
+    /// 2 when bands overlap in `dx` (even bands first, then odd ones), else 1.
+    pub(crate) b_phases: usize,
     pub(crate) b_lanes: usize,
     pub(crate) b_slot_len: usize,
     /// Elements of the `dw` partials of chunks `1..a_chunks`.
@@ -312,34 +322,62 @@ impl BwdPlan {
         let p = g.oh * g.ow;
         let dw_len = g.f.saturating_mul(g.cg).saturating_mul(khw);
         let slots = path == Path::Im2col;
+        let macs = dw_len.saturating_mul(p);
+        let serial = macs.saturating_mul(g.n) < SERIAL_MACS;
 
-        // Pass A: parallel over channel blocks first, then over chunks of the batch while
-        // the partials stay small.
+        // Pass A: parallel over channel blocks first, then over chunks of the (image, tile)
+        // units while the partials stay small.
         let max_cblocks = channel_blocks(g.cg, khw, 1).count;
         let outer = g.groups.saturating_mul(max_cblocks);
-        let a_chunks = if outer >= TARGET_TASKS {
+        let want = if serial || outer >= TARGET_TASKS {
             1
         } else {
             let by_mem = 1 + PARTIAL_ELEMS / dw_len.max(1);
-            TARGET_TASKS.div_ceil(outer).min(g.n).min(by_mem).max(1)
+            TARGET_TASKS.div_ceil(outer).min(by_mem)
         };
-        let a_cblocks = channel_blocks(g.cg, khw, a_chunks * g.groups);
-        let a_tiles = Split::tiles(p, a_cblocks.len * khw, MIN_TILE);
+        let a_cblocks = channel_blocks(g.cg, khw, want * g.groups);
+        let mut a_tiles = Split::tiles(p, a_cblocks.len * khw, MIN_TILE);
+        if g.n.saturating_mul(a_tiles.count) < want {
+            // Few images: finer tiles, so that the chunks can split images.
+            let parts = want.div_ceil(g.n).min(p / MIN_TILE).max(1);
+            let finer = Split::even(p, parts, ALIGN);
+            if finer.count > a_tiles.count {
+                a_tiles = finer;
+            }
+        }
+        let a_chunks = want.min(g.n.saturating_mul(a_tiles.count)).max(1);
         let a_tasks = a_chunks * g.groups * a_cblocks.count;
-        let a_lanes = a_tasks.min(MAX_LANES);
+        let a_lanes = if serial { 1 } else { a_tasks.min(MAX_LANES) };
         let a_slot_len = if slots {
             (a_cblocks.len * khw).saturating_mul(a_tiles.len)
         } else {
             0
         };
 
-        // Pass B.
-        let b_cblocks = channel_blocks(g.cg, khw, g.n.saturating_mul(g.groups));
-        let b_tiles = Split::tiles(p, b_cblocks.len * khw, MIN_TILE);
-        let b_tasks = g.n.saturating_mul(g.groups).saturating_mul(b_cblocks.count);
-        let b_lanes = b_tasks.min(MAX_LANES);
+        // Pass B: channel blocks, then bands of output rows while there are few images.
+        let outer = g.n.saturating_mul(g.groups);
+        let b_cblocks = channel_blocks(g.cg, khw, outer);
+        let outer = outer.saturating_mul(b_cblocks.count);
+        let min_rows = Self::band_rows_min(g);
+        let b_bands = if serial || outer >= TARGET_TASKS {
+            Split::whole(g.oh)
+        } else {
+            let parts = TARGET_TASKS.div_ceil(outer).min(g.oh / min_rows).max(1);
+            Split::even(g.oh, parts, 1)
+        };
+        let b_phases = if b_bands.count > 1 && path == Path::Im2col {
+            2
+        } else {
+            1
+        };
+        let b_tasks = outer.saturating_mul(b_bands.count);
+        let b_lanes = if serial { 1 } else { b_tasks.min(MAX_LANES) };
+        let b_rows = b_cblocks.len * khw;
         let b_slot_len = if slots {
-            (b_cblocks.len * khw).saturating_mul(b_tiles.len)
+            // Bands have two lengths (Split::even), whose tiles may differ either way.
+            let last = b_bands.range(b_bands.count - 1).1;
+            let tile = |rows: usize| Split::tiles(rows * g.ow, b_rows, MIN_TILE).len;
+            b_rows.saturating_mul(tile(b_bands.len).max(tile(last)))
         } else {
             0
         };
@@ -354,12 +392,55 @@ impl BwdPlan {
             a_lanes,
             a_slot_len,
             b_cblocks,
-            b_tiles,
-            b_tasks,
+            b_bands,
+            b_phases,
             b_lanes,
             b_slot_len,
             partial_len: (a_chunks - 1).saturating_mul(dw_len),
         }
+    }
+
+    /// Fewest output rows of a band (except the last) such that band `i` and band `i + 2`
+    /// reach disjoint input rows: `(KH − 1)·dh + 1 ≤ (rows + 1)·sh`.
+    fn band_rows_min(g: &Conv2dGeometry) -> usize {
+        let p = &g.params;
+        let reach = (g.kh - 1).saturating_mul(p.dilation[0]).saturating_add(1);
+        reach.div_ceil(p.stride[0]).saturating_sub(1).max(1)
+    }
+
+    /// Input rows `[lo, hi)` that band `band` of pass B owns in its phase: from the first
+    /// row it reaches (row 0 for the first band) to the first row of band `band + 2` for
+    /// bands of the first phase (which zero them), else to its last row reached.
+    pub(crate) fn band_input_rows(&self, g: &Conv2dGeometry, band: usize) -> (usize, usize) {
+        let (sh, dh, ph) = (
+            g.params.stride[0] as i128,
+            g.params.dilation[0] as i128,
+            g.params.padding[0] as i128,
+        );
+        let clamp = |y: i128| y.clamp(0, g.h as i128) as usize;
+        let first = |b: usize| -> usize {
+            if b == 0 {
+                0
+            } else if b >= self.b_bands.count {
+                g.h
+            } else {
+                clamp(self.b_bands.range(b).0 as i128 * sh - ph)
+            }
+        };
+        let lo = first(band);
+        let hi = if band.is_multiple_of(self.b_phases) {
+            first(band + self.b_phases)
+        } else {
+            let (r0, rn) = self.b_bands.range(band);
+            let last = (r0 + rn) as i128 - 1;
+            clamp(last * sh + (g.kh as i128 - 1) * dh - ph + 1)
+        };
+        (lo, hi.max(lo))
+    }
+
+    /// Tiles of output pixels of a band of `rows` output rows in pass B.
+    pub(crate) fn band_tiles(&self, g: &Conv2dGeometry, rows: usize) -> Split {
+        Split::tiles(rows * g.ow, self.b_cblocks.len * self.khw, MIN_TILE)
     }
 
     /// Elements of the lane slots (shared by the two passes, which run one after the other).
@@ -373,15 +454,22 @@ impl BwdPlan {
         self.slots_len().saturating_add(self.partial_len)
     }
 
-    /// Images `[start, end)` of batch chunk `chunk` (a fixed, balanced partition).
-    pub(crate) fn chunk_images(&self, n: usize, chunk: usize) -> (usize, usize) {
-        (chunk * n / self.a_chunks, (chunk + 1) * n / self.a_chunks)
+    /// Units `[start, end)` of batch chunk `chunk` (a fixed, balanced partition of the
+    /// `N · tiles` (image, tile) units, image-major).
+    pub(crate) fn chunk_units(&self, n: usize, chunk: usize) -> (usize, usize) {
+        let units = n * self.a_tiles.count;
+        (
+            chunk * units / self.a_chunks,
+            (chunk + 1) * units / self.a_chunks,
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conv::Conv2dParams;
+    use crate::Shape;
 
     #[test]
     fn splits_cover_exactly() {
@@ -397,5 +485,78 @@ mod tests {
         }
         let t = Split::tiles(112 * 112, 147, MIN_TILE);
         assert!(t.count > 1 && t.len * 147 <= 2 * TILE_ELEMS);
+    }
+
+    fn geometry(x: [usize; 4], w: [usize; 4], p: &Conv2dParams) -> Conv2dGeometry {
+        Conv2dGeometry::new(Shape::new(&x).unwrap(), Shape::new(&w).unwrap(), p).unwrap()
+    }
+
+    /// Input rows `[lo, hi)` that output rows `r0 .. r0 + rows` reach (clamped).
+    fn reach(g: &Conv2dGeometry, r0: usize, rows: usize) -> (usize, usize) {
+        let p = &g.params;
+        let first = (r0 * p.stride[0]).saturating_sub(p.padding[0]).min(g.h);
+        let last = (r0 + rows - 1) * p.stride[0] + (g.kh - 1) * p.dilation[0] + 1;
+        (first, last.saturating_sub(p.padding[0]).min(g.h).max(first))
+    }
+
+    #[test]
+    fn bands_own_disjoint_rows_that_cover_their_reach() {
+        for (kh, s, d, pad, h) in [
+            (3, 1, 1, 1, 40),
+            (7, 2, 1, 3, 61),
+            (3, 1, 2, 2, 33),
+            (2, 3, 1, 0, 50),
+            (5, 2, 3, 0, 47),
+            (1, 1, 1, 0, 20),
+            (4, 1, 1, 3, 9),
+        ] {
+            let p = Conv2dParams::default()
+                .stride([s, 1])
+                .dilation([d, 1])
+                .padding([pad, 0]);
+            let g = geometry([1, 2, h, 5], [3, 2, kh, 1], &p);
+            let min = BwdPlan::band_rows_min(&g);
+            for parts in 1..=(g.oh / min).max(1) {
+                let mut plan = BwdPlan::new(&g);
+                plan.b_bands = Split::even(g.oh, parts, 1);
+                plan.b_phases = if plan.b_bands.count > 1 { 2 } else { 1 };
+                let mut zeroed = vec![0; g.h];
+                for phase in 0..plan.b_phases {
+                    let mut owner = vec![usize::MAX; g.h];
+                    for band in (phase..plan.b_bands.count).step_by(plan.b_phases) {
+                        let (lo, hi) = plan.band_input_rows(&g, band);
+                        let (r0, rows) = plan.b_bands.range(band);
+                        let (a, b) = reach(&g, r0, rows);
+                        let ctx = (kh, s, d, pad, h, parts, band);
+                        assert!(
+                            a >= b || (lo <= a && b <= hi),
+                            "{ctx:?}: {a}..{b} in {lo}..{hi}"
+                        );
+                        for y in lo..hi {
+                            assert_eq!(owner[y], usize::MAX, "{ctx:?}: row {y} shared");
+                            owner[y] = band;
+                            zeroed[y] += usize::from(phase == 0);
+                        }
+                    }
+                }
+                assert!(zeroed.iter().all(|&z| z == 1), "every row zeroed once");
+            }
+        }
+    }
+
+    #[test]
+    fn few_images_split_both_passes() {
+        let p = Conv2dParams::default().stride([2, 2]).padding([3, 3]);
+        let g = geometry([1, 3, 60, 60], [16, 3, 7, 7], &p);
+        let plan = BwdPlan::new(&g);
+        assert!(plan.a_chunks > 1 && plan.b_bands.count > 1 && plan.b_phases == 2);
+        let g = geometry([1, 256, 12, 12], [32, 256, 1, 1], &Conv2dParams::default());
+        let plan = BwdPlan::new(&g);
+        assert!(plan.a_chunks * plan.a_cblocks.count > 1 && plan.b_bands.count > 1);
+        assert_eq!(plan.b_phases, 1);
+        // Tiny problems stay on one lane.
+        let g = geometry([1, 3, 31, 31], [25, 3, 3, 3], &p);
+        let plan = BwdPlan::new(&g);
+        assert_eq!((plan.a_lanes, plan.b_lanes, plan.a_chunks), (1, 1, 1));
     }
 }
