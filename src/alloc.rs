@@ -51,12 +51,40 @@ pub(crate) unsafe fn as_uninit_mut<T: Copy>(s: &mut [T]) -> &mut [Out<T>] {
 /// `n` uninitialised output slots, or the errors of [`zeroed_vec`] (the same size limit).
 pub(crate) fn uninit_vec<T: ZeroBits>(op: &'static str, n: usize) -> Result<Vec<Out<T>>> {
     check_size::<T>(op, n)?;
-    let mut v = Vec::new();
+    let mut v: Vec<Out<T>> = Vec::new();
     v.try_reserve_exact(n)
         .map_err(|_| Error::AllocationFailed { op, elements: n })?;
+    advise_huge_pages(v.as_mut_ptr().cast(), n * std::mem::size_of::<T>());
     // No code: `MaybeUninit` slots need no initialisation.
     v.resize_with(n, MaybeUninit::uninit);
     Ok(v)
+}
+
+/// Buffers of at least this many bytes are advised to use transparent huge pages.
+const HUGE_PAGE_ADVICE_BYTES: usize = 4 << 20;
+
+/// Advises the kernel (Linux) to back the fresh buffer `ptr .. ptr + bytes` with transparent
+/// huge pages, before anything touches it. A large buffer from the allocator is fresh
+/// mapped memory; the kernels' first writes then fault it in 2 MiB pages instead of 4 KiB
+/// ones — 512 times fewer page faults. Advice only: contents and validity are unchanged,
+/// and a refusal (or a system with huge pages off) changes nothing but speed.
+fn advise_huge_pages(ptr: *mut u8, bytes: usize) {
+    #[cfg(all(target_os = "linux", not(miri)))]
+    if bytes >= HUGE_PAGE_ADVICE_BYTES {
+        const PAGE: usize = 4096;
+        let start = (ptr as usize).next_multiple_of(PAGE);
+        let end = (ptr as usize + bytes) / PAGE * PAGE;
+        if end > start {
+            // SAFETY: `start .. end` lies inside the caller's live allocation (rounded inwards
+            // to whole pages); MADV_HUGEPAGE neither frees nor changes memory, it only sets a
+            // paging preference on the mapping. The result is ignored (advice).
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(all(target_os = "linux", not(miri))))]
+    let _ = (ptr, bytes, HUGE_PAGE_ADVICE_BYTES);
 }
 
 /// The `Vec<T>` of slots that have all been written.
@@ -107,6 +135,7 @@ pub(crate) fn zeroed_vec<T: ZeroBits>(op: &'static str, n: usize) -> Result<Vec<
     if ptr.is_null() {
         return Err(Error::AllocationFailed { op, elements: n });
     }
+    advise_huge_pages(ptr.cast(), layout.size());
     // SAFETY: `ptr` comes from the global allocator with `Layout::array::<T>(n)`, the size
     // and alignment a `Vec<T>` of capacity `n` deallocates with, and its `n` elements are
     // initialised: all bits zero, which is the value zero for every `ZeroBits` type.
@@ -125,6 +154,22 @@ mod tests {
         assert!(zeroed_vec::<u8>("t", 0).unwrap().is_empty());
         assert!(zeroed_vec::<f32>("t", usize::MAX).is_err());
         assert!(zeroed_vec::<f32>("t", MAX_ALLOC_BYTES / 4 + 1).is_err());
+    }
+
+    #[test]
+    fn large_buffers_advised_huge_pages_are_ordinary_memory() {
+        // Above the huge-page advice size: still all zeros, writable, readable.
+        let n = 3 * HUGE_PAGE_ADVICE_BYTES / 4 + 5;
+        let mut v = zeroed_vec::<f32>("t", n).unwrap();
+        assert!(v.iter().all(|x| x.to_bits() == 0));
+        v[n - 1] = 2.0;
+        let mut u = uninit_vec::<f32>("t", n).unwrap();
+        for (i, o) in u.iter_mut().enumerate() {
+            o.write(i as f32);
+        }
+        // SAFETY: every slot was written just above.
+        let u = unsafe { assume_init_vec(u) };
+        assert_eq!((u[n - 1], v[n - 1], v[0]), ((n - 1) as f32, 2.0, 0.0));
     }
 
     #[test]
