@@ -14,7 +14,7 @@ use super::depthwise::{self, bias_grad};
 use super::exec::{run_lanes, SharedMut};
 use super::gemm::{gemm, MatRef};
 use super::im2col::{col2im, im2col, Lowering};
-use super::plan::{BwdPlan, Path};
+use super::plan::{BwdPlan, Path, MAX_LANES};
 use super::{Conv2dGeometry, Conv2dGrads, Conv2dParams, OP};
 use crate::error::{Error, Result};
 use crate::{Float, Tensor, TensorView, TensorViewMut};
@@ -25,9 +25,15 @@ use crate::{Float, Tensor, TensorView, TensorViewMut};
 /// tiles plus, for small weight tensors, up to 7 partial weight gradients (at most 1 Mi
 /// elements in all); for depthwise convolutions, 8 lanes' padded windows.
 pub fn backward_workspace_len(g: &Conv2dGeometry) -> usize {
+    workspace_len(g, MAX_LANES)
+}
+
+/// [`backward_workspace_len`] with at most `max_lanes` lanes (tasks running at once, each
+/// with its own slot of the workspace).
+fn workspace_len(g: &Conv2dGeometry, max_lanes: usize) -> usize {
     match Path::of(g) {
-        Path::Depthwise => depthwise::backward_workspace_len(g),
-        _ => BwdPlan::new(g).workspace_len(),
+        Path::Depthwise => depthwise::backward_workspace_len(g, max_lanes),
+        _ => BwdPlan::new(g).with_max_lanes(max_lanes).workspace_len(),
     }
 }
 
@@ -62,17 +68,11 @@ pub fn backward<T: Float>(
     let mut dx = Tensor::zeros(g.x_shape())?;
     let mut dw = Tensor::zeros(g.w_shape())?;
     let mut db = crate::alloc::zeroed_vec(OP, g.f)?;
-    let mut ws = crate::alloc::zeroed_vec(OP, backward_workspace_len(&g))?;
-    backward_into(
-        dout,
-        x,
-        w,
-        p,
-        dx.view_mut(),
-        dw.view_mut(),
-        &mut db,
-        &mut ws,
-    )?;
+    // No more lanes than threads: the workspace shrinks to the slots that will be used.
+    let lanes = rayon::current_num_threads();
+    let mut ws = crate::alloc::zeroed_vec(OP, workspace_len(&g, lanes))?;
+    let grads = (dx.view_mut(), dw.view_mut(), &mut db[..]);
+    backward_checked(dout, x, w, p, grads, (&mut ws, lanes))?;
     Ok(Conv2dGrads { dx, dw, db })
 }
 
@@ -90,10 +90,25 @@ pub fn backward_into<T: Float>(
     x: TensorView<'_, T>,
     w: TensorView<'_, T>,
     p: &Conv2dParams,
-    mut dx: TensorViewMut<'_, T>,
-    mut dw: TensorViewMut<'_, T>,
+    dx: TensorViewMut<'_, T>,
+    dw: TensorViewMut<'_, T>,
     db: &mut [T],
     workspace: &mut [T],
+) -> Result<()> {
+    backward_checked(dout, x, w, p, (dx, dw, db), (workspace, MAX_LANES))
+}
+
+/// Gradients of `dx`, `dw` and `db` (see [`backward_into`]).
+type Grads<'a, 'b, T> = (TensorViewMut<'a, T>, TensorViewMut<'b, T>, &'b mut [T]);
+
+/// [`backward_into`] on at most `max_lanes` lanes.
+fn backward_checked<T: Float>(
+    dout: TensorView<'_, T>,
+    x: TensorView<'_, T>,
+    w: TensorView<'_, T>,
+    p: &Conv2dParams,
+    (mut dx, mut dw, db): Grads<'_, '_, T>,
+    (workspace, max_lanes): (&mut [T], usize),
 ) -> Result<()> {
     let g = Conv2dGeometry::new(x.shape(), w.shape(), p)?;
     g.check_dout(dout.shape())?;
@@ -115,7 +130,7 @@ pub fn backward_into<T: Float>(
             format!("db has {} values for {} filters", db.len(), g.f),
         ));
     }
-    let need = backward_workspace_len(&g);
+    let need = workspace_len(&g, max_lanes);
     if workspace.len() < need {
         return Err(Error::WorkspaceTooSmall {
             op: OP,
@@ -129,9 +144,9 @@ pub fn backward_into<T: Float>(
     bias_grad(dout, g.n, p, db);
     let ws = &mut workspace[..need];
     match Path::of(&g) {
-        Path::Depthwise => depthwise::backward(&g, dout, x, w, dx, dw, ws),
+        Path::Depthwise => depthwise::backward(&g, dout, x, w, dx, dw, ws, max_lanes),
         _ => {
-            let plan = BwdPlan::new(&g);
+            let plan = BwdPlan::new(&g).with_max_lanes(max_lanes);
             let (slots, partials) = ws.split_at_mut(plan.slots_len());
             weight_grad(&g, &plan, dout, x, dw, slots, partials);
             input_grad(&g, &plan, dout, w, dx, slots);

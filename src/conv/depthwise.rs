@@ -559,15 +559,16 @@ pub(crate) fn forward_workspace_len(g: &Conv2dGeometry, max_lanes: usize) -> usi
     forward_lanes(g, max_lanes).saturating_mul(Window::forward(g).len())
 }
 
-/// Elements of workspace the depthwise backward needs: one window per lane for `dw`, and
-/// `F/C` windows per lane for a stride-1 `dx`.
-pub(crate) fn backward_workspace_len(g: &Conv2dGeometry) -> usize {
-    let dw = g.f.min(MAX_LANES).saturating_mul(Window::forward(g).len());
+/// Elements of workspace the depthwise backward needs on at most `max_lanes` lanes: one
+/// window per lane for `dw`, and `F/C` windows per lane for a stride-1 `dx`.
+pub(crate) fn backward_workspace_len(g: &Conv2dGeometry, max_lanes: usize) -> usize {
+    let lanes = max_lanes.clamp(1, MAX_LANES);
+    let dw = g.f.min(lanes).saturating_mul(Window::forward(g).len());
     let dx = if g.params.stride == [1, 1] {
         let wn = Window::transposed(g);
         let tasks = g.n * g.c * wn.chunks();
         tasks
-            .min(MAX_LANES)
+            .min(lanes)
             .saturating_mul(g.fg.saturating_mul(wn.len()))
     } else {
         0
@@ -619,7 +620,9 @@ pub(crate) fn backward<T: Float>(
     dx: &mut [T],
     dw: &mut [T],
     ws: &mut [T],
+    max_lanes: usize,
 ) {
+    let lanes = max_lanes.clamp(1, MAX_LANES);
     let level = simd::active_level();
     // The weight gradient's AVX-512 clone (zmm, each row's shifted loads split across cache
     // lines) was slower than its AVX2 clone (ymm) on the 2-core AVX-512 machine:
@@ -633,7 +636,7 @@ pub(crate) fn backward<T: Float>(
     let wn = Window::forward(g);
     {
         let dw = SharedMut::new(dw);
-        run_lanes(ws, wn.len(), g.f.min(MAX_LANES), g.f, |f, win| {
+        run_lanes(ws, wn.len(), g.f.min(lanes), g.f, |f, win| {
             // SAFETY: filter f's weights belong to task f alone, which runs once.
             let dwf = unsafe { dw.slice(f * khw, khw) };
             let c = f / g.fg;
@@ -661,7 +664,7 @@ pub(crate) fn backward<T: Float>(
         let tasks = g.n * g.c * nch;
         let slot = g.fg * wn.len();
         let dx = SharedMut::new(dx);
-        run_lanes(ws, slot, tasks.min(MAX_LANES), tasks, |t, win| {
+        run_lanes(ws, slot, tasks.min(lanes), tasks, |t, win| {
             let (k, c, n) = (t % nch, (t / nch) % g.c, t / (nch * g.c));
             let (i0, rows) = wn.chunk(k);
             for s in 0..g.fg {

@@ -443,6 +443,14 @@ impl BwdPlan {
         Split::tiles(rows * g.ow, self.b_cblocks.len * self.khw, MIN_TILE)
     }
 
+    /// The plan with at most `max_lanes` lanes per pass (at least one): fewer workspace
+    /// slots, the same results (a lane's slot is scratch).
+    pub(crate) fn with_max_lanes(mut self, max_lanes: usize) -> BwdPlan {
+        self.a_lanes = self.a_lanes.min(max_lanes.max(1));
+        self.b_lanes = self.b_lanes.min(max_lanes.max(1));
+        self
+    }
+
     /// Elements of the lane slots (shared by the two passes, which run one after the other).
     pub(crate) fn slots_len(&self) -> usize {
         let a = self.a_lanes.saturating_mul(self.a_slot_len);
