@@ -28,9 +28,13 @@
 //!
 //! The backward computes `db`, `dw = Σ dout · colsᵀ` and `dx = col2im(Wᵀ · dout)` in one
 //! call. Work runs on the current rayon pool, across images, groups and tiles, and inside
-//! an image (filter or channel blocks, batch chunks for `dw`) when there are few images.
-//! The GEMM is `matrixmultiply` (single-threaded inside each task), or with the opt-in
-//! `gemm-crate` cargo feature the `gemm` crate's AVX-512 kernels (`Parallelism::None`).
+//! an image when there are few images: filter or channel blocks, chunks of (image, tile)
+//! units for `dw`, bands of output rows for `dx` (neighbouring bands overlap in `dx`, so
+//! even bands run first, then odd ones). Backward problems under 1 Mi multiply-adds per pass
+//! run on one lane (waking a thread costs more). The forward GEMM is the crate's own AVX-512
+//! `f32` kernel where the CPU has AVX-512, else `matrixmultiply`; the backward uses
+//! `matrixmultiply` (single-threaded inside each task); with the opt-in `gemm-crate` cargo
+//! feature, the `gemm` crate's AVX-512 kernels (`Parallelism::None`) serve both.
 //!
 //! **Determinism**: every result is bitwise identical for any number of threads. The
 //! partition of the work (tiles, blocks, chunks, and so every GEMM's shape) is a function of
