@@ -48,6 +48,15 @@ pub(crate) unsafe fn as_uninit_mut<T: Copy>(s: &mut [T]) -> &mut [Out<T>] {
     unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<Out<T>>(), len) }
 }
 
+/// Fills every slot of `s` with `v` and returns it as the initialised slice it now is.
+pub(crate) fn fill_init<T: Copy>(s: &mut [Out<T>], v: T) -> &mut [T] {
+    s.fill(Out::new(v));
+    let len = s.len();
+    // SAFETY: every element was just written, and `MaybeUninit<T>` has the size, alignment
+    // and ABI of `T`: the same memory, borrowed mutably for the same lifetime, as `T`s.
+    unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<T>(), len) }
+}
+
 /// `n` uninitialised output slots, or the errors of [`zeroed_vec`] (the same size limit).
 pub(crate) fn uninit_vec<T: ZeroBits>(op: &'static str, n: usize) -> Result<Vec<Out<T>>> {
     check_size::<T>(op, n)?;
@@ -184,6 +193,10 @@ mod tests {
         assert!(v.iter().enumerate().all(|(i, &x)| x == i as f32));
         assert!(uninit_vec::<f64>("t", usize::MAX).is_err());
         assert!(uninit_vec::<f32>("t", MAX_ALLOC_BYTES / 4 + 1).is_err());
+        let mut slots = uninit_vec::<f32>("t", 5).unwrap();
+        let init = fill_init(&mut slots, 1.5);
+        init[4] = 2.0;
+        assert_eq!(init, [1.5, 1.5, 1.5, 1.5, 2.0]);
         let mut s = [1.0f64, 2.0];
         // SAFETY: only initialised values are stored.
         let slots = unsafe { as_uninit_mut(&mut s) };

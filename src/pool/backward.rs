@@ -7,6 +7,7 @@ use super::indices::{IndexData, MaxPool2dIndices, WinIdx};
 use super::kernel::{self, Plan};
 
 use super::{MaxPool2dGeometry, MaxPool2dParams, OP};
+use crate::alloc::{as_uninit_mut, assume_init_vec, fill_init, uninit_vec, Out};
 use crate::error::{Error, Result};
 use crate::simd::{self, cast_slice, cast_slice_mut, Level};
 use crate::{Float, Shape, Tensor, TensorView, TensorViewMut};
@@ -67,13 +68,10 @@ fn run<T: Float>(g: &MaxPool2dGeometry, dout: &[T], x: &[T], dx: &mut [T], zeroe
         });
 }
 
-fn run_indices_typed<T: Float, I: WinIdx>(
-    p: &Plan,
-    ix: &[I],
-    dout: &[T],
-    dx: &mut [T],
-    zeroed: bool,
-) {
+/// The scatter through stored winners, parallel over planes: each task zeroes its planes of
+/// `dx` (which may start uninitialised; zeroing here, in parallel and just before the
+/// scatter, instead of in a zero-filled allocation) and adds each `dout` at its winner.
+fn run_indices_typed<T: Float, I: WinIdx>(p: &Plan, ix: &[I], dout: &[T], dx: &mut [Out<T>]) {
     let plane = p.h * p.w;
     let oplane = p.oh * p.ow;
     let ml = planes_per_task(plane);
@@ -81,12 +79,7 @@ fn run_indices_typed<T: Float, I: WinIdx>(
         .with_min_len(ml)
         .zip(ix.par_chunks(oplane).with_min_len(ml))
         .zip(dout.par_chunks(oplane).with_min_len(ml))
-        .for_each(|((dx, ix), d)| {
-            if !zeroed {
-                dx.fill(T::ZERO);
-            }
-            kernel::bwd_plane_indices(ix, d, p, dx)
-        });
+        .for_each(|((dx, ix), d)| kernel::bwd_plane_indices(ix, d, p, fill_init(dx, T::ZERO)));
 }
 
 /// Checks `indices` against `p` and `dout`; returns their geometry.
@@ -117,21 +110,28 @@ fn check_indices(
     Ok(g)
 }
 
-fn run_indices<T: Float>(g: &MaxPool2dGeometry, ix: &IndexData, dout: &[T], dx: &mut [T], z: bool) {
+/// The 2×2 stride-2 unpadded backward from `u8` offsets, parallel over planes: writes every
+/// element of `dx` (each plane by [`kernel::bwd_2x2_plane`]).
+fn run_2x2<T: Float>(p: &Plan, ix: &[u8], dout: &[T], dx: &mut [Out<T>]) {
+    let (plane, oplane) = (p.h * p.w, p.oh * p.ow);
+    let ml = planes_per_task(plane);
+    dx.par_chunks_mut(plane)
+        .with_min_len(ml)
+        .zip(ix.par_chunks(oplane).with_min_len(ml))
+        .zip(dout.par_chunks(oplane).with_min_len(ml))
+        .for_each(|((dx, ix), d)| kernel::bwd_2x2_plane(ix, d, p, dx));
+}
+
+/// The backward from stored winners into `dx` (which may start uninitialised): writes every
+/// element (`run_2x2` writes every element of every plane; `run_indices_typed` zeroes every
+/// plane before scattering into it).
+fn run_indices<T: Float>(g: &MaxPool2dGeometry, ix: &IndexData, dout: &[T], dx: &mut [Out<T>]) {
     let p = Plan::new(g);
     match ix {
-        IndexData::U8(v) if p.tiles_2x2() => {
-            let (plane, oplane) = (p.h * p.w, p.oh * p.ow);
-            let ml = planes_per_task(plane);
-            dx.par_chunks_mut(plane)
-                .with_min_len(ml)
-                .zip(v.par_chunks(oplane).with_min_len(ml))
-                .zip(dout.par_chunks(oplane).with_min_len(ml))
-                .for_each(|((dx, ix), d)| kernel::bwd_2x2_plane(ix, d, &p, dx));
-        }
-        IndexData::U8(v) => run_indices_typed(&p, v, dout, dx, z),
-        IndexData::U16(v) => run_indices_typed(&p, v, dout, dx, z),
-        IndexData::U32(v) => run_indices_typed(&p, v, dout, dx, z),
+        IndexData::U8(v) if p.tiles_2x2() => run_2x2(&p, v, dout, dx),
+        IndexData::U8(v) => run_indices_typed(&p, v, dout, dx),
+        IndexData::U16(v) => run_indices_typed(&p, v, dout, dx),
+        IndexData::U32(v) => run_indices_typed(&p, v, dout, dx),
     }
 }
 
@@ -193,9 +193,12 @@ pub fn backward_with_indices<T: Float>(
     p: &MaxPool2dParams,
 ) -> Result<Tensor<T>> {
     let g = check_indices(indices, p, dout.shape())?;
-    let mut dx = Tensor::zeros(g.x_shape())?;
-    run_indices(&g, indices.data(), dout.data(), dx.data_mut(), true);
-    Ok(dx)
+    // `run_indices` writes every element: no zero-filled allocation.
+    let shape = Shape::from(g.x_shape());
+    let mut dx = uninit_vec(OP, shape.len_for(OP)?)?;
+    run_indices(&g, indices.data(), dout.data(), &mut dx);
+    // SAFETY: `run_indices` wrote every element of `dx`.
+    Tensor::from_vec(shape, unsafe { assume_init_vec(dx) })
 }
 
 /// [`backward_with_indices`] into a caller buffer `dx` of shape `(N, C, H, W)` (overwritten);
@@ -210,6 +213,9 @@ pub fn backward_with_indices_into<T: Float>(
 ) -> Result<()> {
     let g = check_indices(indices, p, dout.shape())?;
     check_dx(&g, dx.shape())?;
-    run_indices(&g, indices.data(), dout.data(), dx.data_mut(), false);
+    // SAFETY: `run_indices` stores only computed values.
+    run_indices(&g, indices.data(), dout.data(), unsafe {
+        as_uninit_mut(dx.data_mut())
+    });
     Ok(())
 }

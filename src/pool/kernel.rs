@@ -18,6 +18,7 @@
 
 use super::indices::WinIdx;
 use super::MaxPool2dGeometry;
+use crate::alloc::Out;
 use crate::simd::vector::{Scalar, SimdElem, SimdVec};
 use crate::simd::Level;
 use crate::Float;
@@ -541,6 +542,9 @@ fn offset_table(p: &Plan) -> [(u16, u16); 256] {
 #[inline(always)]
 unsafe fn bwd_plane_v<V: SimdVec>(x: &[V::Elem], dout: &[V::Elem], p: &Plan, dx: &mut [V::Elem]) {
     if p.tiles_2x2() {
+        // SAFETY: only computed values are stored through the slots (bwd_2x2_rows,
+        // zero_2x2_margins).
+        let dx = unsafe { crate::alloc::as_uninit_mut(dx) };
         let mut vals = [V::Elem::ZERO; SEG];
         let mut ix = [0u8; SEG];
         for i in 0..p.oh {
@@ -657,35 +661,41 @@ crate::simd::multiversion! {
     /// unpadded pooling, from output row `i`'s winners `ix` and gradients `d`: each element
     /// is `0 + d` at its window's winner, else 0 (the naive kernel's `0 + d`, bit for bit).
     /// Plain loops, autovectorised in each clone.
-    pub(super) fn bwd_2x2_rows<T: Float>(ix: &[u8], d: &[T], top: &mut [T], bot: &mut [T]) {
+    pub(super) fn bwd_2x2_rows<T: Float>(
+        ix: &[u8],
+        d: &[T],
+        top: &mut [Out<T>],
+        bot: &mut [Out<T>],
+    ) {
         let z = T::ZERO;
         let rows = top.chunks_exact_mut(2).zip(bot.chunks_exact_mut(2));
         for ((&k, &g), (t, b)) in ix.iter().zip(d).zip(rows) {
             let g = z + g;
-            t[0] = if k == 0 { g } else { z };
-            t[1] = if k == 1 { g } else { z };
-            b[0] = if k == 2 { g } else { z };
-            b[1] = if k == 3 { g } else { z };
+            t[0] = Out::new(if k == 0 { g } else { z });
+            t[1] = Out::new(if k == 1 { g } else { z });
+            b[0] = Out::new(if k == 2 { g } else { z });
+            b[1] = Out::new(if k == 3 { g } else { z });
         }
     }
 }
 
 /// Zeroes what 2×2 stride-2 windows do not cover: the last column (odd `W`) and the last
 /// row (odd `H`).
-fn zero_2x2_margins<T: Float>(p: &Plan, dx: &mut [T]) {
+fn zero_2x2_margins<T: Float>(p: &Plan, dx: &mut [Out<T>]) {
     if p.w % 2 == 1 {
         for r in 0..2 * p.oh {
-            dx[r * p.w + p.w - 1] = T::ZERO;
+            dx[r * p.w + p.w - 1] = Out::new(T::ZERO);
         }
     }
     if p.h % 2 == 1 {
-        dx[(p.h - 1) * p.w..].fill(T::ZERO);
+        dx[(p.h - 1) * p.w..].fill(Out::new(T::ZERO));
     }
 }
 
 /// Backward of one 2×2 stride-2 unpadded plane from stored offsets: writes every element of
-/// `dx` (no zeroing needed first).
-pub(super) fn bwd_2x2_plane<T: Float>(ix: &[u8], dout: &[T], p: &Plan, dx: &mut [T]) {
+/// `dx` (which may start uninitialised): rows `0..2·OH` × columns `0..2·OW` through
+/// [`bwd_2x2_rows`], the odd last column and row through `zero_2x2_margins`.
+pub(super) fn bwd_2x2_plane<T: Float>(ix: &[u8], dout: &[T], p: &Plan, dx: &mut [Out<T>]) {
     for i in 0..p.oh {
         let (top, bot) = dx[2 * i * p.w..(2 * i + 2) * p.w].split_at_mut(p.w);
         let r = i * p.ow..(i + 1) * p.ow;
