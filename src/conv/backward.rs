@@ -16,8 +16,9 @@ use super::gemm::{gemm, MatRef};
 use super::im2col::{col2im, im2col, Lowering};
 use super::plan::{BwdPlan, Path, MAX_LANES};
 use super::{Conv2dGeometry, Conv2dGrads, Conv2dParams, OP};
+use crate::alloc::{as_uninit_mut, assume_init_vec, uninit_vec, Out};
 use crate::error::{Error, Result};
-use crate::{Float, Tensor, TensorView, TensorViewMut};
+use crate::{Float, Shape, Tensor, TensorView, TensorViewMut};
 
 /// Elements of workspace that [`backward_into`] needs for this geometry.
 ///
@@ -65,14 +66,18 @@ pub fn backward<T: Float>(
 ) -> Result<Conv2dGrads<T>> {
     let g = Conv2dGeometry::new(x.shape(), w.shape(), p)?;
     g.check_dout(dout.shape())?;
-    let mut dx = Tensor::zeros(g.x_shape())?;
+    let shape = Shape::from(g.x_shape());
+    // Every element of dx is written by the kernels: no zero-filled allocation.
+    let mut dx = uninit_vec(OP, shape.len_for(OP)?)?;
     let mut dw = Tensor::zeros(g.w_shape())?;
     let mut db = crate::alloc::zeroed_vec(OP, g.f)?;
     // No more lanes than threads: the workspace shrinks to the slots that will be used.
     let lanes = rayon::current_num_threads();
     let mut ws = crate::alloc::zeroed_vec(OP, workspace_len(&g, lanes))?;
-    let grads = (dx.view_mut(), dw.view_mut(), &mut db[..]);
+    let grads = ((shape, &mut dx[..]), dw.view_mut(), &mut db[..]);
     backward_checked(dout, x, w, p, grads, (&mut ws, lanes))?;
+    // SAFETY: `backward_checked` returned `Ok`, so it wrote every element of `dx`.
+    let dx = Tensor::from_vec(shape, unsafe { assume_init_vec(dx) })?;
     Ok(Conv2dGrads { dx, dw, db })
 }
 
@@ -95,27 +100,36 @@ pub fn backward_into<T: Float>(
     db: &mut [T],
     workspace: &mut [T],
 ) -> Result<()> {
-    backward_checked(dout, x, w, p, (dx, dw, db), (workspace, MAX_LANES))
+    let shape = dx.shape();
+    // SAFETY: the kernels store only computed values through `Out` slots.
+    let dx = unsafe { as_uninit_mut(dx.into_data()) };
+    backward_checked(dout, x, w, p, ((shape, dx), dw, db), (workspace, MAX_LANES))
 }
 
-/// Gradients of `dx`, `dw` and `db` (see [`backward_into`]).
-type Grads<'a, 'b, T> = (TensorViewMut<'a, T>, TensorViewMut<'b, T>, &'b mut [T]);
+/// Gradients of `dx` (shape and slots, which may start uninitialised), `dw` and `db` (see
+/// [`backward_into`]).
+type Grads<'a, 'b, T> = ((Shape, &'a mut [Out<T>]), TensorViewMut<'b, T>, &'b mut [T]);
 
-/// [`backward_into`] on at most `max_lanes` lanes.
+/// [`backward_into`] on at most `max_lanes` lanes. Validates, then computes; on `Ok`, every
+/// element of `dx` has been written: its length is checked, and every path writes all of it
+/// (the im2col path zeroes every input row in its first phase — the even bands own rows
+/// `0..H` between them — before adding; the 1×1 GEMM writes every channel × pixel with
+/// `β = 0`; the depthwise paths write every row chunk of every plane, or zero each plane
+/// before scattering).
 fn backward_checked<T: Float>(
     dout: TensorView<'_, T>,
     x: TensorView<'_, T>,
     w: TensorView<'_, T>,
     p: &Conv2dParams,
-    (mut dx, mut dw, db): Grads<'_, '_, T>,
+    ((dx_shape, dx), mut dw, db): Grads<'_, '_, T>,
     (workspace, max_lanes): (&mut [T], usize),
 ) -> Result<()> {
     let g = Conv2dGeometry::new(x.shape(), w.shape(), p)?;
     g.check_dout(dout.shape())?;
-    if dx.shape().dims() != g.x_shape() {
+    if dx_shape.dims() != g.x_shape() || dx_shape.checked_len() != Some(dx.len()) {
         return Err(Error::shape(
             OP,
-            format!("dx has shape {}, x has shape {}", dx.shape(), x.shape()),
+            format!("dx has shape {}, x has shape {}", dx_shape, x.shape()),
         ));
     }
     if dw.shape().dims() != g.w_shape() {
@@ -139,7 +153,7 @@ fn backward_checked<T: Float>(
         });
     }
     let (dout, x, w) = (dout.data(), x.data(), w.data());
-    let (dx, dw) = (dx.data_mut(), dw.data_mut());
+    let dw = dw.data_mut();
     let p = g.oh * g.ow;
     bias_grad(dout, g.n, p, db);
     let ws = &mut workspace[..need];
@@ -235,14 +249,14 @@ fn input_grad<T: Float>(
     plan: &BwdPlan,
     dout: &[T],
     w: &[T],
-    dx: &mut [T],
+    dx: &mut [Out<T>],
     slots: &mut [T],
 ) {
     let (p, hw, khw) = (g.oh * g.ow, g.h * g.w, plan.khw);
     let kg = g.cg * khw;
     let ncb = plan.b_cblocks.count;
     let (bands, phases) = (plan.b_bands.count, plan.b_phases);
-    let dx = SharedMut::new(dx);
+    let dx = SharedMut::new_out(dx);
     for phase in 0..phases {
         let per = (bands - phase).div_ceil(phases);
         let tasks = g.n * g.groups * ncb * per;
@@ -266,7 +280,7 @@ fn input_grad<T: Float>(
                 for cc in 0..cn {
                     let (start, len) = rows_of(cc);
                     // SAFETY: see rows_of; the task runs once.
-                    unsafe { dx.slice(start, len) }.fill(T::ZERO);
+                    unsafe { dx.slice_out(start, len) }.fill(Out::new(T::ZERO));
                 }
             }
             let tiles = plan.band_tiles(g, rows);
@@ -280,7 +294,9 @@ fn input_grad<T: Float>(
                         gemm(kc, g.fg, pt, wt, d, T::ZERO, dcols, pt, 1);
                         for cc in 0..cn {
                             let (start, len) = rows_of(cc);
-                            // SAFETY: see rows_of; the task runs once.
+                            // SAFETY: see rows_of; the task runs once. The rows were zeroed
+                            // in the first phase (by this task, or by an even band before
+                            // this odd one), so they are initialised.
                             let dxc = unsafe { dx.slice(start, len) };
                             col2im(&lw, &dcols[cc * khw * pt..], 1, p0, pt, dxc);
                         }

@@ -18,7 +18,7 @@ use super::exec::{run_lanes, SharedMut};
 use super::im2col::{Axis, Taps};
 use super::plan::MAX_LANES;
 use super::Conv2dGeometry;
-use crate::alloc::Out;
+use crate::alloc::{fill_init, Out};
 use crate::simd::{self, Level};
 use crate::Float;
 
@@ -504,11 +504,11 @@ fn grad_rows<'a, T: Float, const KW: usize>(
 }
 
 multiversion! {
-    /// `dx` plane of one channel by scattering each `dout` row through the taps (any stride).
+    /// `dx` plane of one channel (zero on entry) by scattering each `dout` row through the
+    /// taps (any stride).
     fn scatter_plane<T>(g: &Conv2dGeometry, th: &Taps, tw: &Taps, dout: &[T], wt: &[T], dxp: &mut [T]) {
         let (p, khw) = (g.oh * g.ow, g.kh * g.kw);
         let sw = tw.axis().stride;
-        dxp.fill(T::ZERO);
         for s in 0..g.fg {
             for i in 0..g.oh {
                 let drow = &dout[s * p + i * g.ow..][..g.ow];
@@ -610,14 +610,15 @@ pub(crate) fn forward<T: Float>(
 /// Depthwise backward: `dw` per filter (each summing the batch and its row chunks in
 /// order), then `dx` per (image, channel, chunk of rows) — a stride-1 correlation of the
 /// channel's `F/C` `dout` planes with the rotated kernels — or, for larger strides, per
-/// plane by scattering. `db` is computed by the caller.
+/// plane by scattering into the zeroed plane. Every element of `dx` (which may start
+/// uninitialised) is written. `db` is computed by the caller.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward<T: Float>(
     g: &Conv2dGeometry,
     dout: &[T],
     x: &[T],
     w: &[T],
-    dx: &mut [T],
+    dx: &mut [Out<T>],
     dw: &mut [T],
     ws: &mut [T],
     max_lanes: usize,
@@ -663,7 +664,7 @@ pub(crate) fn backward<T: Float>(
         let nch = wn.chunks();
         let tasks = g.n * g.c * nch;
         let slot = g.fg * wn.len();
-        let dx = SharedMut::new(dx);
+        let dx = SharedMut::new_out(dx);
         run_lanes(ws, slot, tasks.min(lanes), tasks, |t, win| {
             let (k, c, n) = (t % nch, (t / nch) % g.c, t / (nch * g.c));
             let (i0, rows) = wn.chunk(k);
@@ -684,7 +685,7 @@ pub(crate) fn backward<T: Float>(
             let (c, n) = (plane % g.c, plane / g.c);
             let d = &dout[(n * g.f + c * g.fg) * p..][..g.fg * p];
             let wt = &w[c * g.fg * khw..][..g.fg * khw];
-            scatter_plane(level, g, &th, &tw, d, wt, dxp);
+            scatter_plane(level, g, &th, &tw, d, wt, fill_init(dxp, T::ZERO));
         });
     }
 }
