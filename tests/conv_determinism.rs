@@ -1,5 +1,5 @@
 //! The fast convolution's output and gradients are bitwise identical in rayon pools of 1, 2,
-//! 3 and 8 threads: batch 1 (work split inside the image), depthwise, grouped, pointwise,
+//! 3, 8 and 16 threads: batch 1 (work split inside the image), depthwise, grouped, pointwise,
 //! images large enough to be lowered in several tiles, and weight gradients reduced over
 //! batch chunks.
 
@@ -60,7 +60,7 @@ fn run<T: Float>(
 
 fn same_for_all_thread_counts<T: Float>(xs: [usize; 4], ws: [usize; 4], p: Conv2dParams) {
     let one = run::<T>(1, xs, ws, &p);
-    for threads in [2, 3, 8] {
+    for threads in [2, 3, 8, 16] {
         let other = run::<T>(threads, xs, ws, &p);
         for (what, (a, b)) in ["out", "dx", "dw", "db"].iter().zip(one.iter().zip(&other)) {
             assert!(

@@ -1,7 +1,8 @@
-//! The allocation-free API: the reported workspace length is exact (the kernels run with
-//! exactly that many elements, leave what lies beyond it alone, and refuse one element
-//! fewer), it does not grow with the batch, outputs are fully overwritten whatever the
-//! buffers held, and wrong buffer shapes are errors, never panics.
+//! The allocation-free API: the reported workspace lengths are exact (the kernels run with
+//! that many elements, leave what lies beyond them alone, and refuse one element fewer than
+//! one thread's worth), a larger workspace runs more tasks at once with bitwise the same
+//! results, the length does not grow with the batch, outputs are fully overwritten whatever
+//! the buffers held, and wrong buffer shapes are errors, never panics.
 
 use cnn_kernels::conv::{self, Conv2dGeometry, Conv2dParams};
 use cnn_kernels::{Error, TensorView, TensorViewMut};
@@ -13,6 +14,13 @@ fn values(n: usize, seed: u32) -> Vec<f32> {
 }
 
 const SENTINEL: f32 = -1234.5;
+
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+}
 
 fn cases() -> Vec<([usize; 4], [usize; 4], Conv2dParams)> {
     let p = Conv2dParams::default();
@@ -62,15 +70,34 @@ fn forward_workspace_len_is_exact() {
         assert!(ws[len..].iter().all(|&v| v == SENTINEL));
         assert_eq!(out, reference.data(), "x {xs:?} w {ws_:?}");
 
-        if len > 0 {
+        // Sized for 16 threads and run on 16: more tasks at once, the same bits.
+        let len16 = conv::forward_workspace_len_for_threads(&g, 16);
+        assert!(len16 >= len);
+        let mut ws16 = vec![SENTINEL; len16];
+        let mut out16 = vec![f32::NAN; out.len()];
+        pool(16).install(|| {
+            let ov = TensorViewMut::new(g.out_shape(), &mut out16).unwrap();
+            conv::forward_into(xv, wv, Some(&b), &p, ov, &mut ws16).unwrap();
+        });
+        assert_eq!(out16, reference.data(), "16 lanes, x {xs:?} w {ws_:?}");
+
+        let one = conv::forward_workspace_len_for_threads(&g, 1);
+        assert!(one <= len && (one == 0) == (len == 0));
+        if one > 0 {
+            let mut out1 = vec![f32::NAN; out.len()];
+            pool(3).install(|| {
+                let ov = TensorViewMut::new(g.out_shape(), &mut out1).unwrap();
+                conv::forward_into(xv, wv, Some(&b), &p, ov, &mut ws[..one]).unwrap();
+            });
+            assert_eq!(out1, reference.data(), "1 lane, x {xs:?} w {ws_:?}");
             let ov = TensorViewMut::new(g.out_shape(), &mut out).unwrap();
-            let err = conv::forward_into(xv, wv, Some(&b), &p, ov, &mut ws[..len - 1]).unwrap_err();
+            let err = conv::forward_into(xv, wv, Some(&b), &p, ov, &mut ws[..one - 1]).unwrap_err();
             assert_eq!(
                 err,
                 Error::WorkspaceTooSmall {
                     op: "conv2d",
-                    required: len,
-                    provided: len - 1
+                    required: one,
+                    provided: one - 1
                 }
             );
         }
@@ -114,7 +141,36 @@ fn backward_workspace_len_is_exact() {
         assert_eq!(dw, reference.dw.data(), "x {xs:?} w {ws_:?}");
         assert_eq!(db, reference.db, "x {xs:?} w {ws_:?}");
 
-        if len > 0 {
+        // Sized for 16 threads and run on 16, and one thread's worth on 3: the same bits.
+        let one = conv::backward_workspace_len_for_threads(&g, 1);
+        assert!(one <= len && (one == 0) == (len == 0));
+        for (threads, ws_len) in [
+            (16, conv::backward_workspace_len_for_threads(&g, 16)),
+            (3, one),
+        ] {
+            let mut ws = vec![SENTINEL; ws_len];
+            let mut dx = vec![f32::NAN; x.len()];
+            let mut dw = vec![f32::NAN; w.len()];
+            let mut db = vec![f32::NAN; g.f];
+            pool(threads).install(|| {
+                conv::backward_into(
+                    dv,
+                    xv,
+                    wv,
+                    &p,
+                    TensorViewMut::new(xs, &mut dx).unwrap(),
+                    TensorViewMut::new(ws_, &mut dw).unwrap(),
+                    &mut db,
+                    &mut ws,
+                )
+                .unwrap()
+            });
+            let ctx = format!("{threads} threads, {ws_len} elements: x {xs:?} w {ws_:?}");
+            assert_eq!(dx, reference.dx.data(), "{ctx}");
+            assert_eq!(dw, reference.dw.data(), "{ctx}");
+            assert_eq!(db, reference.db, "{ctx}");
+        }
+        if one > 0 {
             let err = conv::backward_into(
                 dv,
                 xv,
@@ -123,15 +179,15 @@ fn backward_workspace_len_is_exact() {
                 TensorViewMut::new(xs, &mut dx).unwrap(),
                 TensorViewMut::new(ws_, &mut dw).unwrap(),
                 &mut db,
-                &mut ws[..len - 1],
+                &mut ws[..one - 1],
             )
             .unwrap_err();
             assert_eq!(
                 err,
                 Error::WorkspaceTooSmall {
                     op: "conv2d",
-                    required: len,
-                    provided: len - 1
+                    required: one,
+                    provided: one - 1
                 }
             );
         }

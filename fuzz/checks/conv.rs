@@ -466,9 +466,16 @@ fn valid<T: Pick>(
         let ov = TensorViewMut::new(g.out_shape(), &mut o[..]).unwrap();
         conv::forward_into(xv, wv, b, p, ov, &mut ws).unwrap_or_else(|e| panic!("{ctx}: {e}"));
         assert_same_bits(&ctx, "forward_into", fast.data(), &o);
-        if fwd_ws > 0 {
+        // One thread's workspace is the least accepted (fewer lanes, the same bits).
+        let one = conv::forward_workspace_len_for_threads(g, 1);
+        if one > 0 {
+            let mut o1 = cmp::garbage::<T>(fast.data().len());
+            let ov = TensorViewMut::new(g.out_shape(), &mut o1[..]).unwrap();
+            conv::forward_into(xv, wv, b, p, ov, &mut ws[..one])
+                .unwrap_or_else(|e| panic!("{ctx}: one lane: {e}"));
+            assert_same_bits(&ctx, "forward_into, one lane", fast.data(), &o1);
             let ov = TensorViewMut::new(g.out_shape(), &mut o[..]).unwrap();
-            let r = conv::forward_into(xv, wv, b, p, ov, &mut ws[1..]);
+            let r = conv::forward_into(xv, wv, b, p, ov, &mut ws[..one - 1]);
             assert!(
                 matches!(r, Err(Error::WorkspaceTooSmall { .. })),
                 "{ctx}: short workspace: {r:?}"
@@ -501,6 +508,16 @@ fn valid<T: Pick>(
         assert_same_bits(&ctx, "backward_into dx", fg.dx.data(), &dx);
         assert_same_bits(&ctx, "backward_into dw", fg.dw.data(), &dw);
         assert_same_bits(&ctx, "backward_into db", &fg.db, &db);
+        let one = conv::backward_workspace_len_for_threads(g, 1);
+        if one > 0 {
+            let dxv = TensorViewMut::new(g.x_shape(), &mut dx[..]).unwrap();
+            let dwv = TensorViewMut::new(g.w_shape(), &mut dw[..]).unwrap();
+            let r = conv::backward_into(dv, xv, wv, p, dxv, dwv, &mut db, &mut ws[..one - 1]);
+            assert!(
+                matches!(r, Err(Error::WorkspaceTooSmall { .. })),
+                "{ctx}: short backward workspace: {r:?}"
+            );
+        }
         // Forward then backward on the fast path's own output as upstream gradient.
         conv::backward(fast.view(), xv, wv, p).unwrap_or_else(|e| panic!("{ctx}: chain: {e}"));
     });

@@ -14,19 +14,37 @@ use super::depthwise::{self, bias_grad};
 use super::exec::{run_lanes, SharedMut};
 use super::gemm::{gemm, MatRef};
 use super::im2col::{col2im, im2col, Lowering};
-use super::plan::{BwdPlan, Path, MAX_LANES};
+use super::plan::{lanes_fitting, BwdPlan, Path, DEFAULT_LANES};
 use super::{Conv2dGeometry, Conv2dGrads, Conv2dParams, OP};
-use crate::alloc::{as_uninit_mut, assume_init_vec, uninit_vec, Out};
+use crate::alloc::{as_uninit_mut, assume_init_vec, uninit_vec, zeroed_vec_par, Out};
 use crate::error::{Error, Result};
 use crate::{Float, Shape, Tensor, TensorView, TensorViewMut};
 
-/// Elements of workspace that [`backward_into`] needs for this geometry.
+/// Elements of workspace that [`backward_into`] needs to run up to 8 tasks at once;
+/// [`backward_workspace_len_for_threads`] sizes it for another number.
 ///
-/// Depends on the geometry only, never on the number of threads: at most 8 lanes' column
-/// tiles plus, for small weight tensors, up to 7 partial weight gradients (at most 1 Mi
-/// elements in all); for depthwise convolutions, 8 lanes' padded windows.
+/// Depends on the geometry only, not on the pool: one column tile per task running at
+/// once plus, for small weight tensors, the partial weight gradients of the batch chunks
+/// (at most 1 Mi elements in all); for depthwise convolutions, one padded window per task.
 pub fn backward_workspace_len(g: &Conv2dGeometry) -> usize {
-    workspace_len(g, MAX_LANES)
+    workspace_len(g, DEFAULT_LANES)
+}
+
+/// Elements of workspace with which [`backward_into`] runs up to `threads` tasks at once
+/// (at least one): give it `rayon::current_num_threads()` of your pool to use every
+/// thread. The smallest workspace `backward_into` accepts is this for one thread.
+///
+/// ```
+/// use cnn_kernels::conv::{backward_workspace_len, backward_workspace_len_for_threads};
+/// use cnn_kernels::conv::{Conv2dGeometry, Conv2dParams};
+/// let p = Conv2dParams::default().padding([1, 1]);
+/// let g = Conv2dGeometry::new([8, 64, 56, 56].into(), [64, 64, 3, 3].into(), &p).unwrap();
+/// let one = backward_workspace_len_for_threads(&g, 1);
+/// assert_eq!(backward_workspace_len_for_threads(&g, 8), backward_workspace_len(&g));
+/// assert!(one < backward_workspace_len(&g));
+/// ```
+pub fn backward_workspace_len_for_threads(g: &Conv2dGeometry, threads: usize) -> usize {
+    workspace_len(g, threads.max(1))
 }
 
 /// [`backward_workspace_len`] with at most `max_lanes` lanes (tasks running at once, each
@@ -71,9 +89,9 @@ pub fn backward<T: Float>(
     let mut dx = uninit_vec(OP, shape.len_for(OP)?)?;
     let mut dw = Tensor::zeros(g.w_shape())?;
     let mut db = crate::alloc::zeroed_vec(OP, g.f)?;
-    // No more lanes than threads: the workspace shrinks to the slots that will be used.
+    // One lane per thread of the pool (no more: the workspace shrinks to the slots used).
     let lanes = rayon::current_num_threads();
-    let mut ws = crate::alloc::zeroed_vec(OP, workspace_len(&g, lanes))?;
+    let mut ws = zeroed_vec_par(OP, workspace_len(&g, lanes))?;
     let grads = ((shape, &mut dx[..]), dw.view_mut(), &mut db[..]);
     backward_checked(dout, x, w, p, grads, (&mut ws, lanes))?;
     // SAFETY: `backward_checked` returned `Ok`, so it wrote every element of `dx`.
@@ -83,12 +101,17 @@ pub fn backward<T: Float>(
 
 /// Allocation-free backward convolution: overwrites `dx` `(N, C, H, W)`, `dw`
 /// `(F, C/groups, KH, KW)` and `db` (`F` values) with the gradients of `sum(out · dout)`,
-/// using `workspace` (at least [`backward_workspace_len`] elements, clobbered).
+/// using `workspace` (clobbered).
+///
+/// Runs as many tasks at once as the workspace has room for, up to the current pool's
+/// thread count: [`backward_workspace_len`] elements hold 8,
+/// [`backward_workspace_len_for_threads`]`(g, t)` hold `t`, and one thread's worth is the
+/// least accepted.
 ///
 /// Errors as [`naive::backward`](super::naive::backward) does, plus: `dx`, `dw` or `db` of
-/// the wrong shape ([`Error::ShapeMismatch`]) and a short workspace
-/// ([`Error::WorkspaceTooSmall`]). Bitwise identical results for any rayon thread count.
-/// (The GEMM library allocates its own small packing buffers per call.)
+/// the wrong shape ([`Error::ShapeMismatch`]) and a workspace shorter than one thread's
+/// ([`Error::WorkspaceTooSmall`]). Bitwise identical results for any rayon thread count and
+/// workspace size. (The GEMM library allocates its own small packing buffers per call.)
 #[allow(clippy::too_many_arguments)]
 pub fn backward_into<T: Float>(
     dout: TensorView<'_, T>,
@@ -103,14 +126,16 @@ pub fn backward_into<T: Float>(
     let shape = dx.shape();
     // SAFETY: the kernels store only computed values through `Out` slots.
     let dx = unsafe { as_uninit_mut(dx.into_data()) };
-    backward_checked(dout, x, w, p, ((shape, dx), dw, db), (workspace, MAX_LANES))
+    let threads = rayon::current_num_threads();
+    backward_checked(dout, x, w, p, ((shape, dx), dw, db), (workspace, threads))
 }
 
 /// Gradients of `dx` (shape and slots, which may start uninitialised), `dw` and `db` (see
 /// [`backward_into`]).
 type Grads<'a, 'b, T> = ((Shape, &'a mut [Out<T>]), TensorViewMut<'b, T>, &'b mut [T]);
 
-/// [`backward_into`] on at most `max_lanes` lanes. Validates, then computes; on `Ok`, every
+/// [`backward_into`] on at most `max_lanes` lanes (fewer where the workspace holds fewer
+/// slots). Validates, then computes; on `Ok`, every
 /// element of `dx` has been written: its length is checked, and every path writes all of it
 /// (the im2col path zeroes every input row in its first phase — the even bands own rows
 /// `0..H` between them — before adding; the 1×1 GEMM writes every channel × pixel with
@@ -144,14 +169,15 @@ fn backward_checked<T: Float>(
             format!("db has {} values for {} filters", db.len(), g.f),
         ));
     }
-    let need = workspace_len(&g, max_lanes);
-    if workspace.len() < need {
+    let Some(max_lanes) = lanes_fitting(workspace.len(), max_lanes, |l| workspace_len(&g, l))
+    else {
         return Err(Error::WorkspaceTooSmall {
             op: OP,
-            required: need,
+            required: workspace_len(&g, 1),
             provided: workspace.len(),
         });
-    }
+    };
+    let need = workspace_len(&g, max_lanes);
     let (dout, x, w) = (dout.data(), x.data(), w.data());
     let dw = dw.data_mut();
     let p = g.oh * g.ow;

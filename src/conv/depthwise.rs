@@ -16,7 +16,6 @@ use rayon::prelude::*;
 
 use super::exec::{run_lanes, SharedMut};
 use super::im2col::{Axis, Taps};
-use super::plan::MAX_LANES;
 use super::Conv2dGeometry;
 use crate::alloc::{fill_init, Out};
 use crate::simd::{self, Level};
@@ -550,7 +549,7 @@ pub(crate) fn windows_fit(g: &Conv2dGeometry) -> bool {
 /// Lanes of the depthwise forward with at most `max_lanes` of them.
 fn forward_lanes(g: &Conv2dGeometry, max_lanes: usize) -> usize {
     let tasks = g.n * g.c * Window::forward(g).chunks();
-    tasks.min(max_lanes.clamp(1, MAX_LANES))
+    tasks.min(max_lanes.max(1))
 }
 
 /// Elements of workspace the depthwise forward needs with at most `max_lanes` lanes: one
@@ -562,7 +561,7 @@ pub(crate) fn forward_workspace_len(g: &Conv2dGeometry, max_lanes: usize) -> usi
 /// Elements of workspace the depthwise backward needs on at most `max_lanes` lanes: one
 /// window per lane for `dw`, and `F/C` windows per lane for a stride-1 `dx`.
 pub(crate) fn backward_workspace_len(g: &Conv2dGeometry, max_lanes: usize) -> usize {
-    let lanes = max_lanes.clamp(1, MAX_LANES);
+    let lanes = max_lanes.max(1);
     let dw = g.f.min(lanes).saturating_mul(Window::forward(g).len());
     let dx = if g.params.stride == [1, 1] {
         let wn = Window::transposed(g);
@@ -623,7 +622,7 @@ pub(crate) fn backward<T: Float>(
     ws: &mut [T],
     max_lanes: usize,
 ) {
-    let lanes = max_lanes.clamp(1, MAX_LANES);
+    let lanes = max_lanes.max(1);
     let level = simd::active_level();
     // The weight gradient's AVX-512 clone (zmm, each row's shifted loads split across cache
     // lines) was slower than its AVX2 clone (ymm) on the 2-core AVX-512 machine:

@@ -9,19 +9,20 @@ use super::direct::{self, small_gemm, SmallGemm};
 use super::exec::{run_lanes, SharedMut};
 use super::gemm::MatRef;
 use super::im2col::{im2col, Lowering};
-use super::plan::{FwdPlan, Path, Phases, MAX_LANES};
+use super::plan::{lanes_fitting, FwdPlan, Path, Phases, DEFAULT_LANES};
 use super::{Conv2dGeometry, Conv2dParams, OP};
-use crate::alloc::{as_uninit_mut, assume_init_vec, uninit_vec, Out};
+use crate::alloc::{as_uninit_mut, assume_init_vec, uninit_vec, zeroed_vec_par, Out};
 use crate::error::{Error, Result};
 use crate::{simd, Float, Shape, Tensor, TensorView, TensorViewMut};
 
-/// Elements of workspace that [`forward_into`] needs for this geometry (0 for 1×1
-/// stride-1 unpadded convolutions).
+/// Elements of workspace that [`forward_into`] needs to run up to 8 tasks at once (0 for
+/// 1×1 stride-1 unpadded convolutions); [`forward_workspace_len_for_threads`] sizes it for
+/// another number.
 ///
-/// Depends on the geometry only — not on the element type's size, nor on the number of
-/// threads: at most 8 tiles are lowered at once, each of about 128 Ki elements (at least
-/// 256 output pixels), or for depthwise convolutions 8 padded windows of about 32 Ki
-/// elements, so it never scales with the batch.
+/// Depends on the geometry only — not on the element type's size, nor on the pool: each
+/// task lowers one tile of about 128 Ki elements (at least 256 output pixels), or for
+/// depthwise convolutions one padded window of about 32 Ki elements, so it never scales
+/// with the batch.
 ///
 /// ```
 /// use cnn_kernels::conv::{forward_workspace_len, Conv2dGeometry, Conv2dParams};
@@ -30,11 +31,29 @@ use crate::{simd, Float, Shape, Tensor, TensorView, TensorViewMut};
 /// assert!(forward_workspace_len(&g) < 2_000_000); // not 147 × 12544 per image
 /// ```
 pub fn forward_workspace_len(g: &Conv2dGeometry) -> usize {
-    workspace_len(g, MAX_LANES)
+    workspace_len(g, DEFAULT_LANES)
 }
 
-/// [`forward_workspace_len`] with at most `max_lanes` lanes (tasks running at once, each
-/// with its own slot of the workspace).
+/// Elements of workspace with which [`forward_into`] runs up to `threads` tasks at once
+/// (at least one): give it `rayon::current_num_threads()` of your pool to use every
+/// thread. The smallest workspace `forward_into` accepts is this for one thread; it
+/// grows with `threads` only up to the number of tasks the geometry splits into.
+///
+/// ```
+/// use cnn_kernels::conv::{forward_workspace_len, forward_workspace_len_for_threads};
+/// use cnn_kernels::conv::{Conv2dGeometry, Conv2dParams};
+/// let p = Conv2dParams::default().padding([1, 1]);
+/// let g = Conv2dGeometry::new([8, 64, 56, 56].into(), [64, 64, 3, 3].into(), &p).unwrap();
+/// let one = forward_workspace_len_for_threads(&g, 1);
+/// assert_eq!(forward_workspace_len_for_threads(&g, 8), forward_workspace_len(&g));
+/// assert!(one > 0 && forward_workspace_len_for_threads(&g, 16) == 16 * one);
+/// ```
+pub fn forward_workspace_len_for_threads(g: &Conv2dGeometry, threads: usize) -> usize {
+    workspace_len(g, threads.max(1))
+}
+
+/// Workspace elements with at most `max_lanes` lanes (tasks running at once, each with its
+/// own slot of the workspace).
 fn workspace_len(g: &Conv2dGeometry, max_lanes: usize) -> usize {
     match Path::of(g) {
         Path::Depthwise => depthwise::forward_workspace_len(g, max_lanes),
@@ -71,23 +90,27 @@ pub fn forward<T: Float>(
     }
     let shape = Shape::from(g.out_shape());
     let mut out = uninit_vec(OP, shape.len_for(OP)?)?;
-    // No more lanes than threads: the workspace (zero-filled by the allocator, which on
-    // reused memory is a pass over all of it) shrinks to the slots that will be used.
+    // One lane per thread of the pool (no more: the workspace shrinks to the slots used).
     let lanes = rayon::current_num_threads();
-    let mut ws = crate::alloc::zeroed_vec(OP, workspace_len(&g, lanes))?;
+    let mut ws = zeroed_vec_par(OP, workspace_len(&g, lanes))?;
     forward_checked(x, w, b, p, (shape, &mut out), (&mut ws, lanes))?;
     // SAFETY: `forward_checked` returned `Ok`, so it wrote every element of `out`.
     Tensor::from_vec(shape, unsafe { assume_init_vec(out) })
 }
 
 /// Allocation-free forward convolution into `out` `(N, F, OH, OW)`, using `workspace`
-/// (at least [`forward_workspace_len`] elements; its contents on entry do not matter and
-/// are clobbered). Every element of `out` is overwritten.
+/// (its contents on entry do not matter and are clobbered). Every element of `out` is
+/// overwritten.
+///
+/// Runs as many tasks at once as the workspace has room for, up to the current pool's
+/// thread count: [`forward_workspace_len`] elements hold 8,
+/// [`forward_workspace_len_for_threads`]`(g, t)` hold `t`, and one thread's worth is the
+/// least accepted.
 ///
 /// Errors as [`naive::forward`](super::naive::forward) does, plus: `out` not of the output
-/// shape ([`Error::ShapeMismatch`]) and a short workspace ([`Error::WorkspaceTooSmall`]).
-/// Bitwise identical output for any rayon thread count. (The GEMM library allocates its own
-/// small packing buffers per call.)
+/// shape ([`Error::ShapeMismatch`]) and a workspace shorter than one thread's
+/// ([`Error::WorkspaceTooSmall`]). Bitwise identical output for any rayon thread count and
+/// workspace size. (The GEMM library allocates its own small packing buffers per call.)
 pub fn forward_into<T: Float>(
     x: TensorView<'_, T>,
     w: TensorView<'_, T>,
@@ -99,7 +122,8 @@ pub fn forward_into<T: Float>(
     let shape = out.shape();
     // SAFETY: the kernels store only computed values through `Out` slots.
     let out = unsafe { as_uninit_mut(out.into_data()) };
-    forward_checked(x, w, b, p, (shape, out), (workspace, MAX_LANES))
+    let threads = rayon::current_num_threads();
+    forward_checked(x, w, b, p, (shape, out), (workspace, threads))
 }
 
 /// Validates, then computes. On `Ok`, every element of `out` has been written: `out` has
@@ -128,14 +152,15 @@ fn forward_checked<T: Float>(
             ),
         ));
     }
-    let need = workspace_len(&g, max_lanes);
-    if workspace.len() < need {
+    let Some(max_lanes) = lanes_fitting(workspace.len(), max_lanes, |l| workspace_len(&g, l))
+    else {
         return Err(Error::WorkspaceTooSmall {
             op: OP,
-            required: need,
+            required: workspace_len(&g, 1),
             provided: workspace.len(),
         });
-    }
+    };
+    let need = workspace_len(&g, max_lanes);
     let (x, w) = (x.data(), w.data());
     let ws = &mut workspace[..need];
     match Path::of(&g) {

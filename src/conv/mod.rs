@@ -28,10 +28,13 @@
 //!
 //! The backward computes `db`, `dw = Σ dout · colsᵀ` and `dx = col2im(Wᵀ · dout)` in one
 //! call. Work runs on the current rayon pool, across images, groups and tiles, and inside
-//! an image when there are few images: filter or channel blocks, chunks of (image, tile)
-//! units for `dw`, bands of output rows for `dx` (neighbouring bands overlap in `dx`, so
-//! even bands run first, then odd ones). Backward problems under 1 Mi multiply-adds per pass
-//! run on one lane (waking a thread costs more). The forward GEMM is the crate's own AVX-512
+//! an image where those give fewer than 16 tasks: filter or channel blocks, chunks of
+//! (image, tile) units for `dw`, bands of output rows for `dx` (neighbouring bands overlap
+//! in `dx`, so even bands run first, then odd ones). Problems under 8 Mi multiply-adds
+//! per pass are split less (about ½ Mi per task), and backward problems under 1 Mi run on
+//! one lane (waking a thread costs more). Tasks run on as many lanes at once as the pool
+//! has threads ([`forward`], [`backward`]) or as the caller's workspace has slots
+//! ([`forward_into`], [`backward_into`]; see [`forward_workspace_len_for_threads`]). The forward GEMM is the crate's own AVX-512
 //! `f32` kernel where the CPU has AVX-512, else `matrixmultiply`; the backward uses
 //! `matrixmultiply` (single-threaded inside each task); with the opt-in `gemm-crate` cargo
 //! feature, the `gemm` crate's AVX-512 kernels (`Parallelism::None`) serve both.
@@ -56,8 +59,12 @@ mod im2col;
 pub mod naive;
 mod plan;
 
-pub use backward::{backward, backward_into, backward_workspace_len};
-pub use forward::{forward, forward_into, forward_workspace_len};
+pub use backward::{
+    backward, backward_into, backward_workspace_len, backward_workspace_len_for_threads,
+};
+pub use forward::{
+    forward, forward_into, forward_workspace_len, forward_workspace_len_for_threads,
+};
 pub use gemm::gemm_backend;
 
 use crate::error::{Error, Result};

@@ -9,13 +9,32 @@
 
 use super::Conv2dGeometry;
 
-/// Most tasks that run at once, each with its own workspace slot. Bounds the workspace
-/// independently of the thread count; with more threads than lanes, the extra threads help
-/// only inside tasks (filter blocks), so this also caps the parallelism of the outer level.
-pub(crate) const MAX_LANES: usize = 8;
+/// Lanes (tasks running at once, each with its own workspace slot) that
+/// `forward_workspace_len` and `backward_workspace_len` size the workspace for. The
+/// kernels run as many lanes as the pool has threads (the allocating functions) or as the
+/// caller's workspace holds slots for (the `*_into` functions), never more than tasks.
+pub(crate) const DEFAULT_LANES: usize = 8;
 /// Below this many tasks the kernels split work inside an image (filter blocks, channel
-/// blocks, batch chunks) so that `N = 1` also keeps several cores busy.
-pub(crate) const TARGET_TASKS: usize = 8;
+/// blocks, batch chunks, bands) so that `N = 1` also keeps several cores busy, and a batch
+/// of 8 keeps 16. Was 8 until a 16-core machine (Xeon, AVX-512) ran the `N = 8` layers
+/// with half its threads idle (resnet_3x3_56 backward 10.0 ms at 8 threads, 10.6 at 16).
+const TARGET_TASKS: usize = 16;
+/// Fewest multiply-adds per task that [`target_tasks`] aims for: smaller tasks cost more
+/// to hand to another thread than they save. cs231n_fast at `N = 1` (173 K multiply-adds)
+/// took 11–12 µs forward on one thread as 8 tasks, 18–19 µs as 16, 6 µs as one; cs231n_net
+/// at `N = 1` (4.8 M) scaled its backward 1.3–1.6× on two threads as 8 tasks (9 with this
+/// bound) but 1.0–1.1× as 4.
+const MIN_TASK_MACS: usize = 1 << 19;
+
+/// How many tasks a pass of `g` is split into where the batch and groups alone give fewer:
+/// [`TARGET_TASKS`], or fewer for problems under `TARGET_TASKS` × [`MIN_TASK_MACS`]
+/// multiply-adds per pass. A function of the geometry only.
+pub(crate) fn target_tasks(g: &Conv2dGeometry) -> usize {
+    let macs = [g.n, g.f, g.cg, g.kh, g.kw, g.oh, g.ow]
+        .iter()
+        .fold(1usize, |a, &v| a.saturating_mul(v));
+    (macs / MIN_TASK_MACS).clamp(1, TARGET_TASKS)
+}
 /// Elements of one column-matrix tile (512 KiB of `f32`, 1 MiB of `f64`): small enough to
 /// stay in L2 between the lowering and the GEMM's packing.
 const TILE_ELEMS: usize = 128 * 1024;
@@ -83,6 +102,29 @@ impl Path {
     }
 }
 
+/// The most lanes, at most `threads` (and at least one), whose workspace `need(lanes)` fits
+/// in `len` elements; `None` if not even one lane's does. `need` grows with the lanes.
+pub(crate) fn lanes_fitting(
+    len: usize,
+    threads: usize,
+    need: impl Fn(usize) -> usize,
+) -> Option<usize> {
+    if need(1) > len {
+        return None;
+    }
+    // need(lo) fits; find the largest such lo in 1..=threads.
+    let (mut lo, mut hi) = (1, threads.max(1));
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if need(mid) <= len {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    Some(lo)
+}
+
 /// A split of `0..total` into `count` consecutive pieces of `len` (the last may be shorter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Split {
@@ -125,12 +167,12 @@ impl Split {
 
     /// Tiles of `total` pixels for the small-`K` kernel on a 1×1 convolution with `outer`
     /// (image, group) pairs: the image itself is the column matrix (no lowering buffer), so
-    /// tiles only serve parallelism — whole images when there are [`TARGET_TASKS`] pairs,
+    /// tiles only serve parallelism — whole images when there are `target` pairs,
     /// else just enough tiles (of at least [`MIN_TILE`] pixels) to reach it. (For the GEMM
     /// on large 1×1 layers, whole images were not faster than [`Split::tiles`]: pointwise_56
     /// forward measured 87–95 GFLOP/s against 89–103 with tiles of 448 pixels.)
-    fn pointwise(total: usize, outer: usize) -> Split {
-        let want = TARGET_TASKS.div_ceil(outer.max(1));
+    fn pointwise(total: usize, outer: usize, target: usize) -> Split {
+        let want = target.div_ceil(outer.max(1));
         Split::even(total, want.min(total / MIN_TILE).max(1), ALIGN)
     }
 
@@ -142,9 +184,9 @@ impl Split {
 }
 
 /// Blocks of `cg` channels (each `khw` rows of columns) so that `outer` times the block
-/// count reaches [`TARGET_TASKS`] where the blocks can stay at least [`MIN_KC`] rows.
-fn channel_blocks(cg: usize, khw: usize, outer: usize) -> Split {
-    let want = TARGET_TASKS.div_ceil(outer.max(1));
+/// count reaches `target` where the blocks can stay at least [`MIN_KC`] rows.
+fn channel_blocks(cg: usize, khw: usize, outer: usize, target: usize) -> Split {
+    let want = target.div_ceil(outer.max(1));
     let max = (cg / MIN_KC.div_ceil(khw)).max(1);
     Split::even(cg, want.min(max), 1)
 }
@@ -217,6 +259,7 @@ pub(crate) struct FwdPlan {
 impl FwdPlan {
     pub(crate) fn new(g: &Conv2dGeometry) -> FwdPlan {
         let path = Path::of(g);
+        let target = target_tasks(g);
         let k = g.cg * g.kh * g.kw;
         let small_k = k <= SMALL_K;
         // Output rows shorter than the kernel's 16-pixel block would all run its scalar
@@ -226,7 +269,7 @@ impl FwdPlan {
             // Whole output rows (the phase layout is per input row), as few tiles as
             // parallelism and the column tile of the GEMM fallback allow.
             let p = g.oh * g.ow;
-            let want = TARGET_TASKS
+            let want = target
                 .div_ceil(g.n.saturating_mul(g.groups).max(1))
                 .max(p.saturating_mul(k).div_ceil(TILE_ELEMS));
             let rows = Split::even(g.oh, want, 1);
@@ -237,15 +280,15 @@ impl FwdPlan {
             }
         } else if small_k {
             // Tiles serve parallelism only (the image is the column matrix).
-            Split::pointwise(g.oh * g.ow, g.n.saturating_mul(g.groups))
+            Split::pointwise(g.oh * g.ow, g.n.saturating_mul(g.groups), target)
         } else {
             Split::tiles(g.oh * g.ow, k, MIN_TILE_FWD)
         };
         let units = g.n.saturating_mul(g.groups).saturating_mul(tiles.count);
-        let fblocks = if units >= TARGET_TASKS {
+        let fblocks = if units >= target {
             Split::whole(g.fg)
         } else {
-            let want = TARGET_TASKS.div_ceil(units);
+            let want = target.div_ceil(units);
             Split::even(g.fg, want.min((g.fg / 32).max(1)), ALIGN)
         };
         FwdPlan {
@@ -253,7 +296,7 @@ impl FwdPlan {
             k,
             tiles,
             units,
-            lanes: units.min(MAX_LANES),
+            lanes: units,
             slot_len: if phased {
                 // Either kernel may run (the level decides), so room for either buffer.
                 let rows = tiles.len / g.ow.max(1);
@@ -318,6 +361,7 @@ pub(crate) struct BwdPlan {
 impl BwdPlan {
     pub(crate) fn new(g: &Conv2dGeometry) -> BwdPlan {
         let path = Path::of(g);
+        let target = target_tasks(g);
         let khw = g.kh * g.kw;
         let p = g.oh * g.ow;
         let dw_len = g.f.saturating_mul(g.cg).saturating_mul(khw);
@@ -327,15 +371,15 @@ impl BwdPlan {
 
         // Pass A: parallel over channel blocks first, then over chunks of the (image, tile)
         // units while the partials stay small.
-        let max_cblocks = channel_blocks(g.cg, khw, 1).count;
+        let max_cblocks = channel_blocks(g.cg, khw, 1, target).count;
         let outer = g.groups.saturating_mul(max_cblocks);
-        let want = if serial || outer >= TARGET_TASKS {
+        let want = if serial || outer >= target {
             1
         } else {
             let by_mem = 1 + PARTIAL_ELEMS / dw_len.max(1);
-            TARGET_TASKS.div_ceil(outer).min(by_mem)
+            target.div_ceil(outer).min(by_mem)
         };
-        let a_cblocks = channel_blocks(g.cg, khw, want * g.groups);
+        let a_cblocks = channel_blocks(g.cg, khw, want * g.groups, target);
         let mut a_tiles = Split::tiles(p, a_cblocks.len * khw, MIN_TILE);
         if g.n.saturating_mul(a_tiles.count) < want {
             // Few images: finer tiles, so that the chunks can split images.
@@ -347,7 +391,7 @@ impl BwdPlan {
         }
         let a_chunks = want.min(g.n.saturating_mul(a_tiles.count)).max(1);
         let a_tasks = a_chunks * g.groups * a_cblocks.count;
-        let a_lanes = if serial { 1 } else { a_tasks.min(MAX_LANES) };
+        let a_lanes = if serial { 1 } else { a_tasks };
         let a_slot_len = if slots {
             (a_cblocks.len * khw).saturating_mul(a_tiles.len)
         } else {
@@ -356,13 +400,13 @@ impl BwdPlan {
 
         // Pass B: channel blocks, then bands of output rows while there are few images.
         let outer = g.n.saturating_mul(g.groups);
-        let b_cblocks = channel_blocks(g.cg, khw, outer);
+        let b_cblocks = channel_blocks(g.cg, khw, outer, target);
         let outer = outer.saturating_mul(b_cblocks.count);
         let min_rows = Self::band_rows_min(g);
-        let b_bands = if serial || outer >= TARGET_TASKS {
+        let b_bands = if serial || outer >= target {
             Split::whole(g.oh)
         } else {
-            let parts = TARGET_TASKS.div_ceil(outer).min(g.oh / min_rows).max(1);
+            let parts = target.div_ceil(outer).min(g.oh / min_rows).max(1);
             Split::even(g.oh, parts, 1)
         };
         let b_phases = if b_bands.count > 1 && path == Path::Im2col {
@@ -371,7 +415,7 @@ impl BwdPlan {
             1
         };
         let b_tasks = outer.saturating_mul(b_bands.count);
-        let b_lanes = if serial { 1 } else { b_tasks.min(MAX_LANES) };
+        let b_lanes = if serial { 1 } else { b_tasks };
         let b_rows = b_cblocks.len * khw;
         let b_slot_len = if slots {
             // Bands have two lengths (Split::even), whose tiles may differ either way.
@@ -553,17 +597,38 @@ mod tests {
     }
 
     #[test]
+    fn lanes_fitting_takes_the_most_that_fit() {
+        let need = |l: usize| 100 + 10 * l.min(12);
+        assert_eq!(lanes_fitting(109, 16, need), None);
+        assert_eq!(lanes_fitting(110, 16, need), Some(1));
+        assert_eq!(lanes_fitting(185, 16, need), Some(8));
+        assert_eq!(lanes_fitting(185, 3, need), Some(3));
+        assert_eq!(lanes_fitting(1000, 16, need), Some(16));
+        assert_eq!(lanes_fitting(1000, 0, need), Some(1));
+    }
+
+    #[test]
     fn few_images_split_both_passes() {
         let p = Conv2dParams::default().stride([2, 2]).padding([3, 3]);
         let g = geometry([1, 3, 60, 60], [16, 3, 7, 7], &p);
         let plan = BwdPlan::new(&g);
         assert!(plan.a_chunks > 1 && plan.b_bands.count > 1 && plan.b_phases == 2);
-        let g = geometry([1, 256, 12, 12], [32, 256, 1, 1], &Conv2dParams::default());
+        let g = geometry([1, 256, 24, 24], [32, 256, 1, 1], &Conv2dParams::default());
         let plan = BwdPlan::new(&g);
         assert!(plan.a_chunks * plan.a_cblocks.count > 1 && plan.b_bands.count > 1);
         assert_eq!(plan.b_phases, 1);
-        // Tiny problems stay on one lane.
+        // Big batches are split to 16 tasks; tiny problems stay on one lane.
+        let g = geometry([8, 64, 56, 56], [64, 64, 3, 3], &Conv2dParams::default());
+        let plan = BwdPlan::new(&g);
+        assert_eq!((target_tasks(&g), plan.a_tasks), (16, 16));
+        assert!(
+            FwdPlan::new(&geometry([8, 256, 14, 14], [256, 256, 3, 3], &p))
+                .fblocks
+                .count
+                > 1
+        );
         let g = geometry([1, 3, 31, 31], [25, 3, 3, 3], &p);
+        assert_eq!(target_tasks(&g), 1);
         let plan = BwdPlan::new(&g);
         assert_eq!((plan.a_lanes, plan.b_lanes, plan.a_chunks), (1, 1, 1));
     }
