@@ -120,26 +120,34 @@ fn backward_workspace_len_is_exact() {
         let dv = TensorView::new(g.out_shape(), &dout).unwrap();
         let len = conv::backward_workspace_len(&g);
         let reference = conv::backward(dv, xv, wv, &p).unwrap();
+        let want = (
+            reference.dx.data().to_vec(),
+            reference.dw.data().to_vec(),
+            reference.db.clone(),
+        );
+        // backward_into on NaN-filled gradients with workspace `ws`: (dx, dw, db).
+        let run = |ws: &mut [f32]| {
+            let (mut dx, mut dw, mut db) = (
+                vec![f32::NAN; x.len()],
+                vec![f32::NAN; w.len()],
+                vec![f32::NAN; g.f],
+            );
+            conv::backward_into(
+                dv,
+                xv,
+                wv,
+                &p,
+                TensorViewMut::new(xs, &mut dx).unwrap(),
+                TensorViewMut::new(ws_, &mut dw).unwrap(),
+                &mut db,
+                ws,
+            )
+            .map(|()| (dx, dw, db))
+        };
 
         let mut ws = vec![SENTINEL; len + 64];
-        let mut dx = vec![f32::NAN; x.len()];
-        let mut dw = vec![f32::NAN; w.len()];
-        let mut db = vec![f32::NAN; g.f];
-        conv::backward_into(
-            dv,
-            xv,
-            wv,
-            &p,
-            TensorViewMut::new(xs, &mut dx).unwrap(),
-            TensorViewMut::new(ws_, &mut dw).unwrap(),
-            &mut db,
-            &mut ws[..len],
-        )
-        .unwrap();
+        assert_eq!(run(&mut ws[..len]).unwrap(), want, "x {xs:?} w {ws_:?}");
         assert!(ws[len..].iter().all(|&v| v == SENTINEL));
-        assert_eq!(dx, reference.dx.data(), "x {xs:?} w {ws_:?}");
-        assert_eq!(dw, reference.dw.data(), "x {xs:?} w {ws_:?}");
-        assert_eq!(db, reference.db, "x {xs:?} w {ws_:?}");
 
         // Sized for 16 threads and run on 16, and one thread's worth on 3: the same bits.
         let one = conv::backward_workspace_len_for_threads(&g, 1);
@@ -149,41 +157,15 @@ fn backward_workspace_len_is_exact() {
             (3, one),
         ] {
             let mut ws = vec![SENTINEL; ws_len];
-            let mut dx = vec![f32::NAN; x.len()];
-            let mut dw = vec![f32::NAN; w.len()];
-            let mut db = vec![f32::NAN; g.f];
-            pool(threads).install(|| {
-                conv::backward_into(
-                    dv,
-                    xv,
-                    wv,
-                    &p,
-                    TensorViewMut::new(xs, &mut dx).unwrap(),
-                    TensorViewMut::new(ws_, &mut dw).unwrap(),
-                    &mut db,
-                    &mut ws,
-                )
-                .unwrap()
-            });
-            let ctx = format!("{threads} threads, {ws_len} elements: x {xs:?} w {ws_:?}");
-            assert_eq!(dx, reference.dx.data(), "{ctx}");
-            assert_eq!(dw, reference.dw.data(), "{ctx}");
-            assert_eq!(db, reference.db, "{ctx}");
+            let got = pool(threads).install(|| run(&mut ws)).unwrap();
+            assert_eq!(
+                got, want,
+                "{threads} threads, {ws_len} elements: x {xs:?} w {ws_:?}"
+            );
         }
         if one > 0 {
-            let err = conv::backward_into(
-                dv,
-                xv,
-                wv,
-                &p,
-                TensorViewMut::new(xs, &mut dx).unwrap(),
-                TensorViewMut::new(ws_, &mut dw).unwrap(),
-                &mut db,
-                &mut ws[..one - 1],
-            )
-            .unwrap_err();
             assert_eq!(
-                err,
+                run(&mut ws[..one - 1]).unwrap_err(),
                 Error::WorkspaceTooSmall {
                     op: "conv2d",
                     required: one,
