@@ -165,16 +165,31 @@ unsafe fn block(mr: usize, blk: &Block) {
 unsafe fn kernel<const R: usize>(blk: &Block) {
     let mut lo: [__m512; R] = [_mm512_setzero_ps(); R];
     let mut hi: [__m512; R] = [_mm512_setzero_ps(); R];
-    for p in 0..blk.kc {
-        // SAFETY: panel row p (kc rows, 64-byte aligned, 128 bytes each) and taps p of the
-        // `R` rows of `A` are readable (contract).
-        unsafe {
-            let b0 = _mm512_load_ps(blk.b.add(p * NR));
-            let b1 = _mm512_load_ps(blk.b.add(p * NR + 16));
-            for r in 0..R {
-                let av = _mm512_set1_ps(*blk.a.add(r * blk.lda + p));
-                lo[r] = _mm512_fmadd_ps(av, b0, lo[r]);
-                hi[r] = _mm512_fmadd_ps(av, b1, hi[r]);
+    if blk.nr <= 16 {
+        // A panel of at most 16 columns (the last of a row such as 196 = 6·32 + 4): the
+        // low half only, about half the time of a full pass; the same steps per element.
+        for p in 0..blk.kc {
+            // SAFETY: as below.
+            unsafe {
+                let b0 = _mm512_load_ps(blk.b.add(p * NR));
+                for (r, lo) in lo.iter_mut().enumerate() {
+                    let av = _mm512_set1_ps(*blk.a.add(r * blk.lda + p));
+                    *lo = _mm512_fmadd_ps(av, b0, *lo);
+                }
+            }
+        }
+    } else {
+        for p in 0..blk.kc {
+            // SAFETY: panel row p (kc rows, 64-byte aligned, 128 bytes each) and taps p of
+            // the `R` rows of `A` are readable (contract).
+            unsafe {
+                let b0 = _mm512_load_ps(blk.b.add(p * NR));
+                let b1 = _mm512_load_ps(blk.b.add(p * NR + 16));
+                for r in 0..R {
+                    let av = _mm512_set1_ps(*blk.a.add(r * blk.lda + p));
+                    lo[r] = _mm512_fmadd_ps(av, b0, lo[r]);
+                    hi[r] = _mm512_fmadd_ps(av, b1, hi[r]);
+                }
             }
         }
     }
