@@ -14,7 +14,7 @@ use super::depthwise::{self, bias_grad};
 use super::exec::{run_lanes, SharedMut};
 use super::gemm::{gemm, MatRef};
 use super::im2col::{col2im, im2col, Lowering};
-use super::plan::{lanes_fitting, BwdPlan, Path, DEFAULT_LANES};
+use super::plan::{BwdPlan, Path, DEFAULT_LANES};
 use super::{Conv2dGeometry, Conv2dGrads, Conv2dParams, OP};
 use crate::alloc::{as_uninit_mut, assume_init_vec, uninit_vec, zeroed_vec_par, Out};
 use crate::error::{Error, Result};
@@ -169,15 +169,8 @@ fn backward_checked<T: Float>(
             format!("db has {} values for {} filters", db.len(), g.f),
         ));
     }
-    let Some(max_lanes) = lanes_fitting(workspace.len(), max_lanes, |l| workspace_len(&g, l))
-    else {
-        return Err(Error::WorkspaceTooSmall {
-            op: OP,
-            required: workspace_len(&g, 1),
-            provided: workspace.len(),
-        });
-    };
-    let need = workspace_len(&g, max_lanes);
+    let (max_lanes, need) =
+        super::workspace_lanes(workspace.len(), max_lanes, |l| workspace_len(&g, l))?;
     let (dout, x, w) = (dout.data(), x.data(), w.data());
     let dw = dw.data_mut();
     let p = g.oh * g.ow;

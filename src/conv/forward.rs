@@ -9,7 +9,7 @@ use super::direct::{self, small_gemm, SmallGemm};
 use super::exec::{run_lanes, SharedMut};
 use super::gemm::MatRef;
 use super::im2col::{im2col, Lowering};
-use super::plan::{lanes_fitting, FwdPlan, Path, Phases, DEFAULT_LANES};
+use super::plan::{FwdPlan, Path, Phases, DEFAULT_LANES};
 use super::{Conv2dGeometry, Conv2dParams, OP};
 use crate::alloc::{as_uninit_mut, assume_init_vec, uninit_vec, zeroed_vec_par, Out};
 use crate::error::{Error, Result};
@@ -152,15 +152,8 @@ fn forward_checked<T: Float>(
             ),
         ));
     }
-    let Some(max_lanes) = lanes_fitting(workspace.len(), max_lanes, |l| workspace_len(&g, l))
-    else {
-        return Err(Error::WorkspaceTooSmall {
-            op: OP,
-            required: workspace_len(&g, 1),
-            provided: workspace.len(),
-        });
-    };
-    let need = workspace_len(&g, max_lanes);
+    let (max_lanes, need) =
+        super::workspace_lanes(workspace.len(), max_lanes, |l| workspace_len(&g, l))?;
     let (x, w) = (x.data(), w.data());
     let ws = &mut workspace[..need];
     match Path::of(&g) {

@@ -288,3 +288,20 @@ pub struct Conv2dGrads<T> {
     /// `∂L/∂b`, `F` values (computed whether or not the forward had a bias).
     pub db: Vec<T>,
 }
+
+/// The lanes (at most `threads`) that a caller's workspace of `len` elements holds slots
+/// for, where `need(lanes)` is the workspace those lanes use, and that many elements;
+/// [`Error::WorkspaceTooSmall`] (naming one lane's need) if it holds not even one.
+pub(crate) fn workspace_lanes(
+    len: usize,
+    threads: usize,
+    need: impl Fn(usize) -> usize,
+) -> Result<(usize, usize)> {
+    let lanes =
+        plan::lanes_fitting(len, threads, &need).ok_or_else(|| Error::WorkspaceTooSmall {
+            op: OP,
+            required: need(1),
+            provided: len,
+        })?;
+    Ok((lanes, need(lanes)))
+}
