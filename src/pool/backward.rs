@@ -51,35 +51,44 @@ fn one_plane<T: Float>(level: Level, x: &[T], dout: &[T], p: &Plan, dx: &mut [T]
 /// result does not depend on the thread count). `zeroed`: `dx` is already all zeros.
 fn run<T: Float>(g: &MaxPool2dGeometry, dout: &[T], x: &[T], dx: &mut [T], zeroed: bool) {
     let p = Plan::new(g);
-    let plane = g.h * g.w;
-    let oplane = g.oh * g.ow;
-    let ml = planes_per_task(plane);
     let level = simd::active_level();
+    per_plane(&p, x, p.h * p.w, dout, dx, |x, d, dx| {
+        // The 2×2 stride-2 path writes every element of dx.
+        if !zeroed && !p.tiles_2x2() {
+            dx.fill(T::ZERO);
+        }
+        one_plane(level, x, d, &p, dx)
+    });
+}
+
+/// Runs `f(src, dout, dx)` for every plane in parallel (several small planes per task):
+/// `src` is the plane's `src_len` values (its input, or its stored winners), `dout` its
+/// output gradient, `dx` its input gradient. One task per group of planes, so the result
+/// does not depend on the thread count.
+fn per_plane<S: Sync, T: Float, D: Send>(
+    p: &Plan,
+    src: &[S],
+    src_len: usize,
+    dout: &[T],
+    dx: &mut [D],
+    f: impl Fn(&[S], &[T], &mut [D]) + Sync,
+) {
+    let (plane, oplane) = (p.h * p.w, p.oh * p.ow);
+    let ml = planes_per_task(plane);
     dx.par_chunks_mut(plane)
         .with_min_len(ml)
-        .zip(x.par_chunks(plane).with_min_len(ml))
+        .zip(src.par_chunks(src_len).with_min_len(ml))
         .zip(dout.par_chunks(oplane).with_min_len(ml))
-        .for_each(|((dx, x), d)| {
-            // The 2×2 stride-2 path writes every element of dx.
-            if !zeroed && !p.tiles_2x2() {
-                dx.fill(T::ZERO);
-            }
-            one_plane(level, x, d, &p, dx)
-        });
+        .for_each(|((dx, s), d)| f(s, d, dx));
 }
 
 /// The scatter through stored winners, parallel over planes: each task zeroes its planes of
 /// `dx` (which may start uninitialised; zeroing here, in parallel and just before the
 /// scatter, instead of in a zero-filled allocation) and adds each `dout` at its winner.
 fn run_indices_typed<T: Float, I: WinIdx>(p: &Plan, ix: &[I], dout: &[T], dx: &mut [Out<T>]) {
-    let plane = p.h * p.w;
-    let oplane = p.oh * p.ow;
-    let ml = planes_per_task(plane);
-    dx.par_chunks_mut(plane)
-        .with_min_len(ml)
-        .zip(ix.par_chunks(oplane).with_min_len(ml))
-        .zip(dout.par_chunks(oplane).with_min_len(ml))
-        .for_each(|((dx, ix), d)| kernel::bwd_plane_indices(ix, d, p, fill_init(dx, T::ZERO)));
+    per_plane(p, ix, p.oh * p.ow, dout, dx, |ix, d, dx| {
+        kernel::bwd_plane_indices(ix, d, p, fill_init(dx, T::ZERO))
+    });
 }
 
 /// Checks `indices` against `p` and `dout`; returns their geometry.
@@ -113,13 +122,9 @@ fn check_indices(
 /// The 2×2 stride-2 unpadded backward from `u8` offsets, parallel over planes: writes every
 /// element of `dx` (each plane by [`kernel::bwd_2x2_plane`]).
 fn run_2x2<T: Float>(p: &Plan, ix: &[u8], dout: &[T], dx: &mut [Out<T>]) {
-    let (plane, oplane) = (p.h * p.w, p.oh * p.ow);
-    let ml = planes_per_task(plane);
-    dx.par_chunks_mut(plane)
-        .with_min_len(ml)
-        .zip(ix.par_chunks(oplane).with_min_len(ml))
-        .zip(dout.par_chunks(oplane).with_min_len(ml))
-        .for_each(|((dx, ix), d)| kernel::bwd_2x2_plane(ix, d, p, dx));
+    per_plane(p, ix, p.oh * p.ow, dout, dx, |ix, d, dx| {
+        kernel::bwd_2x2_plane(ix, d, p, dx)
+    });
 }
 
 /// The backward from stored winners into `dx` (which may start uninitialised): writes every
