@@ -293,6 +293,22 @@ fn pool_geometry_rejects_overflowing_sizes() {
         MaxPool2dGeometry::new(Shape::from([1, 1, 4, 4]), &p.padding([m, 0])),
         &["padding height"],
     );
+    // A window of 2^66 elements fits a 1×1 input padded by 2^32 on each side: its offsets
+    // (row · kw + column) would overflow, so it is refused (the fuzzer found the panic).
+    let huge = MaxPool2dParams::new([1 << 33, 1 << 33])
+        .stride([1, 1])
+        .padding([1 << 32, 1 << 32]);
+    let e = err(
+        MaxPool2dGeometry::new(Shape::from([1, 1, 1, 1]), &huge),
+        &["kernel", "overflows"],
+    );
+    assert!(matches!(e, Error::TooLarge { .. }), "{e:?}");
+    let x = [1.0f64];
+    let dout = [1.0f64; 4];
+    err(
+        pool::backward(v(&[1, 1, 2, 2], &dout), v(&[1, 1, 1, 1], &x), &huge),
+        &["kernel", "overflows"],
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -87,12 +87,15 @@ pub fn check(data: &[u8]) {
             let padded = (0..2).any(|a| {
                 case.xs[2 + a] as u128 + 2 * case.p.padding[a] as u128 > usize::MAX as u128
             });
+            // Or a window whose `kh · kw` elements overflow (its offsets would).
+            let window = case.p.kernel[0] as u128 * case.p.kernel[1] as u128;
             let overflow = s
                 .iter()
                 .try_fold(1u128, |a, &d| a.checked_mul(d))
                 .is_none_or(|v| v > usize::MAX as u128)
                 || xs.checked_len().is_none()
-                || padded;
+                || padded
+                || window > usize::MAX as u128;
             assert!(
                 overflow && matches!(e, Error::TooLarge { .. }),
                 "{ctx}: refused a valid problem: {e}"

@@ -106,7 +106,8 @@ impl MaxPool2dGeometry {
     /// Validates `x`'s shape `(N, C, H, W)` against `p`.
     ///
     /// Errors on: a non-4-d or empty shape, a zero kernel or stride, padding above half the
-    /// kernel, a window larger than the padded input, and overflowing sizes.
+    /// kernel, a window larger than the padded input, and overflowing sizes (including a
+    /// window whose `kh · kw` elements overflow `usize`).
     pub fn new(x: Shape, p: &MaxPool2dParams) -> Result<Self> {
         let [n, c, h, w] = x.nchw(OP, "x")?;
         check_nonempty(OP, "x shape", x.dims())?;
@@ -150,6 +151,8 @@ impl MaxPool2dGeometry {
             1,
         )?;
         checked_product(OP, "output shape", &[n, c, oh, ow])?;
+        // A window offset (row · kw + column) must fit in usize.
+        checked_product(OP, "kernel", &p.kernel)?;
         Ok(MaxPool2dGeometry {
             n,
             c,
