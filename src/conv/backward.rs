@@ -174,17 +174,21 @@ fn backward_checked<T: Float>(
     let (dout, x, w) = (dout.data(), x.data(), w.data());
     let dw = dw.data_mut();
     let p = g.oh * g.ow;
-    bias_grad(dout, g.n, p, db);
     let ws = &mut workspace[..need];
-    match Path::of(&g) {
-        Path::Depthwise => depthwise::backward(&g, dout, x, w, dx, dw, ws, max_lanes),
-        _ => {
-            let plan = BwdPlan::new(&g).with_max_lanes(max_lanes);
-            let (slots, partials) = ws.split_at_mut(plan.slots_len());
-            weight_grad(&g, &plan, dout, x, dw, slots, partials);
-            input_grad(&g, &plan, dout, w, dx, slots);
-        }
-    }
+    // `db` alongside the other passes: its tasks fill the threads that would otherwise
+    // wait at the passes' joins (it is computed the same way either way).
+    rayon::join(
+        || bias_grad(dout, g.n, p, db),
+        || match Path::of(&g) {
+            Path::Depthwise => depthwise::backward(&g, dout, x, w, dx, dw, ws, max_lanes),
+            _ => {
+                let plan = BwdPlan::new(&g).with_max_lanes(max_lanes);
+                let (slots, partials) = ws.split_at_mut(plan.slots_len());
+                weight_grad(&g, &plan, dout, x, dw, slots, partials);
+                input_grad(&g, &plan, dout, w, dx, slots);
+            }
+        },
+    );
     Ok(())
 }
 
