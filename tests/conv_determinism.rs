@@ -77,6 +77,8 @@ fn cases() -> Vec<([usize; 4], [usize; 4], Conv2dParams)> {
     vec![
         // N = 1, several tiles and filter blocks inside the image.
         ([1, 16, 40, 40], [64, 16, 3, 3], p.padding([1, 1])),
+        // Stride 1, 64 channels: dx as the transposed convolution's forward GEMM.
+        ([16, 64, 6, 6], [8, 64, 3, 3], p.padding([1, 1])),
         // Large image: many tiles per image, several images.
         ([3, 8, 70, 70], [12, 8, 3, 3], p.padding([1, 1])),
         // Stem-like: small dw, reduced over batch chunks.

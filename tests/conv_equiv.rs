@@ -216,6 +216,36 @@ fn fixed_cases() -> Vec<Case> {
             true,
         ),
         mk([1, 256, 12, 12], [32, 256, 1, 1], p, true),
+        // Stride 1: dx as the forward of the transposed convolution (padding (K − 1)·d − pad)
+        // through the GEMM (64 channels per group, no filter blocks: padding 1, 0, the
+        // largest allowed (2), rectangular with dilation, two groups, two blocks of 128
+        // filters at N = 1) or the phase-split
+        // kernel (8 and 12 channels, rows of 16 pixels or more); padding beyond (K − 1)·d
+        // keeps col2im.
+        mk([16, 64, 5, 6], [8, 64, 3, 3], p.padding([1, 1]), true),
+        mk([16, 64, 6, 5], [8, 64, 3, 3], p, false),
+        mk([16, 64, 4, 7], [8, 64, 3, 3], p.padding([2, 2]), true),
+        mk(
+            [16, 64, 7, 9],
+            [16, 64, 3, 5],
+            p.padding([1, 3]).dilation([2, 1]),
+            true,
+        ),
+        mk(
+            [16, 128, 5, 5],
+            [16, 64, 3, 3],
+            p.padding([1, 1]).groups(2),
+            false,
+        ),
+        mk([1, 256, 6, 6], [16, 256, 3, 3], p.padding([1, 1]), true),
+        mk([2, 8, 20, 20], [16, 8, 3, 3], p.padding([1, 1]), true),
+        mk(
+            [1, 12, 18, 24],
+            [6, 12, 3, 3],
+            p.padding([0, 3]).dilation([1, 2]),
+            true,
+        ),
+        mk([8, 64, 4, 4], [8, 64, 3, 3], p.padding([3, 3]), false),
     ]
 }
 

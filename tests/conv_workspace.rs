@@ -31,6 +31,8 @@ fn cases() -> Vec<([usize; 4], [usize; 4], Conv2dParams)> {
             p.stride([2, 2]).padding([1, 1]),
         ),
         ([1, 16, 40, 40], [64, 16, 3, 3], p.padding([1, 1])),
+        // Stride 1, 64 channels: dx as the transposed convolution's forward GEMM.
+        ([16, 64, 6, 6], [8, 64, 3, 3], p.padding([1, 1])),
         (
             [3, 8, 70, 70],
             [12, 8, 3, 3],

@@ -12,9 +12,10 @@ use rayon::prelude::*;
 
 use super::depthwise::{self, bias_grad};
 use super::exec::{run_lanes, SharedMut};
+use super::forward;
 use super::gemm::{gemm, MatRef};
 use super::im2col::{col2im, im2col, Lowering};
-use super::plan::{BwdPlan, Path, DEFAULT_LANES};
+use super::plan::{BwdPlan, Path, Transposed, DEFAULT_LANES};
 use super::{Conv2dGeometry, Conv2dGrads, Conv2dParams, OP};
 use crate::alloc::{as_uninit_mut, assume_init_vec, uninit_vec, zeroed_vec_par, Out};
 use crate::error::{Error, Result};
@@ -183,9 +184,13 @@ fn backward_checked<T: Float>(
             Path::Depthwise => depthwise::backward(&g, dout, x, w, dx, dw, ws, max_lanes),
             _ => {
                 let plan = BwdPlan::new(&g).with_max_lanes(max_lanes);
-                let (slots, partials) = ws.split_at_mut(plan.slots_len());
-                weight_grad(&g, &plan, dout, x, dw, slots, partials);
-                input_grad(&g, &plan, dout, w, dx, slots);
+                let (slots, rest) = ws.split_at_mut(plan.a_slots_len());
+                weight_grad(&g, &plan, dout, x, dw, slots, &mut rest[..plan.partial_len]);
+                let ws = &mut ws[..plan.b_len()];
+                match &plan.b_transposed {
+                    Some(t) => transposed_input_grad(&g, t, dout, w, dx, ws),
+                    None => input_grad(&g, &plan, dout, w, dx, ws),
+                }
             }
         },
     );
@@ -261,6 +266,34 @@ fn weight_grad<T: Float>(
             }
         });
     }
+}
+
+/// Pass B of a stride-1 convolution as the forward pass of its [`Transposed`] convolution:
+/// `W'` is built at the start of `ws` (each `KH·KW` run of `W` reversed into its transposed
+/// place), then `dx = conv(dout, W')` on the rest. The forward writes every element of `dx`.
+fn transposed_input_grad<T: Float>(
+    g: &Conv2dGeometry,
+    t: &Transposed,
+    dout: &[T],
+    w: &[T],
+    dx: &mut [Out<T>],
+    ws: &mut [T],
+) {
+    let khw = g.kh * g.kw;
+    let (wt, slots) = ws.split_at_mut(t.weights_len());
+    // Row block of W' for channel `ch` (of group ch / cg): fg runs of KH·KW taps.
+    wt.par_chunks_mut(g.fg * khw)
+        .enumerate()
+        .for_each(|(ch, rows)| {
+            let (grp, c) = (ch / g.cg, ch % g.cg);
+            for (f, run) in rows.chunks_exact_mut(khw).enumerate() {
+                let src = &w[((grp * g.fg + f) * g.cg + c) * khw..][..khw];
+                for (d, &s) in run.iter_mut().zip(src.iter().rev()) {
+                    *d = s;
+                }
+            }
+        });
+    forward::gemm_forward(&t.g, &t.plan, dout, wt, None, dx, slots);
 }
 
 /// Pass B: per (image, group, channel block, band of output rows), `dcols = W[grp, :,

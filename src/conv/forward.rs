@@ -168,7 +168,7 @@ fn forward_checked<T: Float>(
 
 /// `out[n, group] = W[group] · cols(n, group) + b`, one unit (image, group, tile) at a time per
 /// lane; each unit writes only its filters' rows × its tile's columns of `out`.
-fn gemm_forward<T: Float>(
+pub(super) fn gemm_forward<T: Float>(
     g: &Conv2dGeometry,
     plan: &FwdPlan,
     x: &[T],

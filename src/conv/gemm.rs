@@ -25,7 +25,7 @@ pub fn gemm_backend(dtype: crate::DType) -> &'static str {
     if cfg!(feature = "gemm-crate") {
         "gemm crate"
     } else if dtype == crate::DType::F32 && own_f32_kernel() {
-        "own AVX-512 kernel (forward), matrixmultiply (backward)"
+        "own AVX-512 kernel (forward, stride-1 dx), matrixmultiply (dw, other dx)"
     } else {
         "matrixmultiply"
     }

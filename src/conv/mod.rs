@@ -26,18 +26,21 @@
 //!   an output row is then one contiguous run, whatever the stride and dilation); otherwise
 //!   for `C/groups · KH · KW` ≤ 32 it multiplies the lowered columns (or the 1×1 image).
 //!
-//! The backward computes `db`, `dw = Σ dout · colsᵀ` and `dx = col2im(Wᵀ · dout)` in one
-//! call. Work runs on the current rayon pool, across images, groups and tiles, and inside
+//! The backward computes `db`, `dw = Σ dout · colsᵀ` and `dx` in one call: `dx =
+//! col2im(Wᵀ · dout)`, or for stride 1 where it measured faster, the forward kernels on the
+//! transposed convolution (`dx = conv(dout, W')`, `W'` the flipped, transposed weights,
+//! padding `(K − 1)·dilation − pad`), which writes `dx` without a scatter-add. Work runs on the current rayon pool, across images, groups and tiles, and inside
 //! an image where those give fewer than 16 tasks: filter or channel blocks, chunks of
 //! (image, tile) units for `dw`, bands of output rows for `dx` (neighbouring bands overlap
 //! in `dx`, so even bands run first, then odd ones). Problems under 8 Mi multiply-adds
 //! per pass are split less (about ½ Mi per task), and backward problems under 1 Mi run on
 //! one lane (waking a thread costs more). Tasks run on as many lanes at once as the pool
 //! has threads ([`forward`], [`backward`]) or as the caller's workspace has slots
-//! ([`forward_into`], [`backward_into`]; see [`forward_workspace_len_for_threads`]). The forward GEMM is the crate's own AVX-512
-//! `f32` kernel where the CPU has AVX-512, else `matrixmultiply`; the backward uses
-//! `matrixmultiply` (single-threaded inside each task); with the opt-in `gemm-crate` cargo
-//! feature, the `gemm` crate's AVX-512 kernels (`Parallelism::None`) serve both.
+//! ([`forward_into`], [`backward_into`]; see [`forward_workspace_len_for_threads`]). The
+//! forward GEMM (and so the transposed form of `dx`) is the crate's own AVX-512 `f32`
+//! kernel where the CPU has AVX-512, else `matrixmultiply`; the backward's other products
+//! use `matrixmultiply` (single-threaded inside each task); with the opt-in `gemm-crate`
+//! cargo feature, the `gemm` crate's AVX-512 kernels (`Parallelism::None`) serve all.
 //!
 //! **Determinism**: every result is bitwise identical for any number of threads. The
 //! partition of the work (tiles, blocks, chunks, and so every GEMM's shape) is a function of

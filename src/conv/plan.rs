@@ -356,6 +356,89 @@ pub(crate) struct BwdPlan {
     pub(crate) b_slot_len: usize,
     /// Elements of the `dw` partials of chunks `1..a_chunks`.
     pub(crate) partial_len: usize,
+    /// Pass B as the forward pass of the transposed convolution (see [`Transposed`]), where
+    /// that form applies and pays; else the GEMM + col2im bands above.
+    pub(crate) b_transposed: Option<Transposed>,
+}
+
+/// Fewest input channels per group (the transposed convolution's filters: the rows of its
+/// GEMM) for which pass B runs as a [`Transposed`] forward through the GEMM, and through
+/// the register-blocked kernel on the phase-split copy ([`FwdPlan::phased`]).
+const TRANSPOSED_MIN_CG: usize = 64;
+const TRANSPOSED_MIN_CG_PHASED: usize = 8;
+/// Fewest filters per block when the transposed forward splits its units into filter
+/// blocks: each block's GEMM packs the lowered columns again.
+const TRANSPOSED_MIN_FBLOCK: usize = 128;
+
+/// Pass B of a stride-1 convolution as a forward convolution: `dx = conv(dout, W')` with
+/// `W'[c, f, u, v] = W[f, c, KH−1−u, KW−1−v]` (per group), the same dilation and padding
+/// `(K − 1)·d − pad` on each axis, whose output is `(N, C, H, W)`. It writes every element of
+/// `dx` once from a reduction over `F/groups · KH · KW` — no scatter-add, no zeroing, no
+/// overlapping bands — through the forward's kernels. Applies where the stride is 1 on
+/// both axes and the padding at most `(K − 1)·d` (else the transposed padding would be
+/// negative), and is taken where it measured faster: the forward runs its register-blocked
+/// kernel on the phase-split copy (`F/groups · KH · KW` ≤ 256, rows of 16 pixels or more)
+/// with at least [`TRANSPOSED_MIN_CG_PHASED`] channels per group, or its GEMM on whole
+/// (image, group, tile) units (no filter blocks, which would repack the columns per block)
+/// with at least [`TRANSPOSED_MIN_CG`] channels per group (or filter blocks of at least
+/// [`TRANSPOSED_MIN_FBLOCK`]).
+///
+/// Measured (f32 backward, one thread, best of 15–30 calls, 2-core AVX-512 machine), col2im
+/// form → this form, GFLOP/s: resnet_3x3_14 133.0/132.5 → 137.9/140.2, dilated_28
+/// 136.3/136.6 → 137.5/139.7, resnet_3x3_56 121.5/122.9 → 127.3/127.3, x(4,512,7,7)
+/// w(512,512,3,3) p1 98.3 → 104.8; phase-split: x(8,128,28,28) w(24,128,3,3) p1 69.2 → 85.3,
+/// x(8,32,28,28) w(8,32,3,3) 33.7 → 44.8, x(8,8,32,32) w(16,8,3,3) 55.0 → 67.3, x(1,64,56,56)
+/// w(16,64,3,3) 77.1 → 86.1. Not taken, because slower: 16 channels per group through the
+/// GEMM (x(8,16,56,56) w(64,16,3,3) 120.8 → 93.2: 16-row GEMMs), blocks of 32 filters
+/// (x(1,256,14,14) w(256,256,3,3) 143.2 → 113.4), 3 channels on the phase-split copy (x(8,3,32,32)
+/// w(16,3,3,3) 39.7 → 35.5).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Transposed {
+    /// The transposed convolution: `x' = dout`, `w' = W'`.
+    pub(crate) g: Conv2dGeometry,
+    pub(crate) plan: FwdPlan,
+}
+
+impl Transposed {
+    fn of(g: &Conv2dGeometry, path: Path) -> Option<Transposed> {
+        let p = &g.params;
+        let pad = |a: usize, k: usize| {
+            (k - 1)
+                .checked_mul(p.dilation[a])?
+                .checked_sub(p.padding[a])
+        };
+        if path != Path::Im2col || p.stride != [1, 1] {
+            return None;
+        }
+        let params = super::Conv2dParams {
+            padding: [pad(0, g.kh)?, pad(1, g.kw)?],
+            ..*p
+        };
+        let x = crate::Shape::new(&g.out_shape())?;
+        let w = crate::Shape::new(&[g.c, g.fg, g.kh, g.kw])?;
+        let tg = Conv2dGeometry::new(x, w, &params).ok()?;
+        let plan = FwdPlan::new(&tg);
+        let pays = if plan.phased {
+            g.cg >= TRANSPOSED_MIN_CG_PHASED
+        } else {
+            g.cg >= TRANSPOSED_MIN_CG
+                && (plan.fblocks.count == 1 || plan.fblocks.len >= TRANSPOSED_MIN_FBLOCK)
+        };
+        if Path::of(&tg) != Path::Im2col || tg.oh != g.h || tg.ow != g.w || !pays {
+            return None;
+        }
+        Some(Transposed { g: tg, plan })
+    }
+
+    /// Elements of `W'` (as many as `W`).
+    pub(crate) fn weights_len(&self) -> usize {
+        self.g.f * self.g.cg * self.g.kh * self.g.kw
+    }
+
+    /// Elements of `W'` and the forward's lane slots.
+    pub(crate) fn workspace_len(&self) -> usize {
+        self.weights_len().saturating_add(self.plan.workspace_len())
+    }
 }
 
 impl BwdPlan {
@@ -427,6 +510,7 @@ impl BwdPlan {
         };
 
         BwdPlan {
+            b_transposed: Transposed::of(g, path),
             path,
             khw,
             a_chunks,
@@ -492,18 +576,29 @@ impl BwdPlan {
     pub(crate) fn with_max_lanes(mut self, max_lanes: usize) -> BwdPlan {
         self.a_lanes = self.a_lanes.min(max_lanes.max(1));
         self.b_lanes = self.b_lanes.min(max_lanes.max(1));
+        if let Some(t) = &mut self.b_transposed {
+            t.plan = t.plan.with_max_lanes(max_lanes);
+        }
         self
     }
 
-    /// Elements of the lane slots (shared by the two passes, which run one after the other).
-    pub(crate) fn slots_len(&self) -> usize {
-        let a = self.a_lanes.saturating_mul(self.a_slot_len);
-        let b = self.b_lanes.saturating_mul(self.b_slot_len);
-        a.max(b)
+    /// Elements of pass A's lane slots (the start of the workspace; its partials follow).
+    pub(crate) fn a_slots_len(&self) -> usize {
+        self.a_lanes.saturating_mul(self.a_slot_len)
+    }
+
+    /// Elements of the workspace that pass B uses (from its start: the passes run one
+    /// after the other).
+    pub(crate) fn b_len(&self) -> usize {
+        match &self.b_transposed {
+            Some(t) => t.workspace_len(),
+            None => self.b_lanes.saturating_mul(self.b_slot_len),
+        }
     }
 
     pub(crate) fn workspace_len(&self) -> usize {
-        self.slots_len().saturating_add(self.partial_len)
+        let a = self.a_slots_len().saturating_add(self.partial_len);
+        a.max(self.b_len())
     }
 
     /// Units `[start, end)` of batch chunk `chunk` (a fixed, balanced partition of the
@@ -594,6 +689,59 @@ mod tests {
                 assert!(zeroed.iter().all(|&z| z == 1), "every row zeroed once");
             }
         }
+    }
+
+    #[test]
+    fn transposed_input_gradient_where_it_pays() {
+        let p = Conv2dParams::default();
+        let form = |x, w, p: Conv2dParams| {
+            let g = geometry(x, w, &p);
+            BwdPlan::new(&g).b_transposed.map(|t| {
+                assert_eq!(
+                    (t.g.x_shape(), t.g.out_shape()),
+                    (g.out_shape(), g.x_shape())
+                );
+                t.plan.phased
+            })
+        };
+        // The tests' cases (conv_equiv) and the benchmark layers: GEMM and phase-split forms.
+        assert_eq!(
+            form([16, 64, 5, 6], [8, 64, 3, 3], p.padding([1, 1])),
+            Some(false)
+        );
+        assert_eq!(
+            form([16, 64, 4, 7], [8, 64, 3, 3], p.padding([2, 2])),
+            Some(false)
+        );
+        let (x, w) = ([16, 64, 7, 9], [16, 64, 3, 5]);
+        assert_eq!(form(x, w, p.padding([1, 3]).dilation([2, 1])), Some(false));
+        let (x, w) = ([16, 128, 5, 5], [16, 64, 3, 3]);
+        assert_eq!(form(x, w, p.padding([1, 1]).groups(2)), Some(false));
+        assert_eq!(
+            form([2, 8, 20, 20], [16, 8, 3, 3], p.padding([1, 1])),
+            Some(true)
+        );
+        let (x, w) = ([1, 256, 6, 6], [16, 256, 3, 3]);
+        assert_eq!(form(x, w, p.padding([1, 1])), Some(false));
+        let (x, w) = ([4, 512, 7, 7], [512, 512, 3, 3]);
+        assert_eq!(form(x, w, p.padding([1, 1])), Some(false));
+        let (x, w) = ([1, 12, 18, 24], [6, 12, 3, 3]);
+        assert_eq!(form(x, w, p.padding([0, 3]).dilation([1, 2])), Some(true));
+        let (x, w) = ([8, 256, 14, 14], [256, 256, 3, 3]);
+        assert_eq!(form(x, w, p.padding([1, 1])), Some(false));
+        let (x, w) = ([8, 128, 28, 28], [128, 128, 3, 3]);
+        assert_eq!(form(x, w, p.padding([2, 2]).dilation([2, 2])), Some(false));
+        // Padding beyond (K − 1)·d, stride 2, too few channels, filter blocks: col2im.
+        assert_eq!(form([8, 64, 4, 4], [8, 64, 3, 3], p.padding([3, 3])), None);
+        let (x, w) = ([16, 64, 9, 9], [8, 64, 3, 3]);
+        assert_eq!(form(x, w, p.padding([1, 1]).stride([2, 1])), None);
+        assert_eq!(
+            form([8, 16, 56, 56], [64, 16, 3, 3], p.padding([1, 1])),
+            None
+        );
+        assert_eq!(form([8, 3, 32, 32], [16, 3, 3, 3], p.padding([1, 1])), None);
+        let (x, w) = ([1, 256, 14, 14], [256, 256, 3, 3]);
+        assert_eq!(form(x, w, p.padding([1, 1])), None);
     }
 
     #[test]
