@@ -69,6 +69,119 @@ pub(crate) fn uninit_vec<T: ZeroBits>(op: &'static str, n: usize) -> Result<Vec<
     Ok(v)
 }
 
+/// Alignment, in bytes, of the buffers the crate allocates: a cache line, the width of an
+/// AVX-512 vector. The system allocator places large blocks 16 bytes past a page boundary;
+/// measured (one thread, 2-core AVX-512 machine, medians of 150 calls) with `x` and `y`
+/// placed 0, 16 and 32 bytes past a 64-byte boundary: batch and group norm on
+/// (50, 32, 32, 32) 4–6 % slower off the boundary, on (8, 64, 56, 56) 2–4 %, on
+/// (8, 256, 14, 14) at most 3 %.
+pub(crate) const ALIGN_BYTES: usize = 64;
+
+/// A `Vec` whose elements are used from `offset` on, chosen so that they start on an
+/// [`ALIGN_BYTES`] boundary (the first `offset` elements are padding, initialised like the
+/// rest). Derefs to the aligned elements. A buffer from [`Aligned::from_vec`] (offset 0)
+/// keeps the `Vec`'s own placement.
+pub(crate) struct Aligned<T> {
+    vec: Vec<T>,
+    offset: usize,
+}
+
+impl<T> Aligned<T> {
+    /// `vec` as it is (offset 0).
+    pub(crate) fn from_vec(vec: Vec<T>) -> Self {
+        Aligned { vec, offset: 0 }
+    }
+
+    /// The whole `Vec` (padding included) and the offset of the first element.
+    #[cfg(feature = "ndarray")]
+    pub(crate) fn into_raw_parts(self) -> (Vec<T>, usize) {
+        (self.vec, self.offset)
+    }
+
+    /// The elements as a `Vec`: moved when the offset is 0, else shifted down in place
+    /// (one pass over the elements, no allocation).
+    pub(crate) fn into_vec(mut self) -> Vec<T> {
+        self.vec.drain(..self.offset);
+        self.vec
+    }
+}
+
+impl<T> std::ops::Deref for Aligned<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.vec[self.offset..]
+    }
+}
+
+impl<T> std::ops::DerefMut for Aligned<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.vec[self.offset..]
+    }
+}
+
+/// Elements of padding that place `ptr + offset` on an [`ALIGN_BYTES`] boundary (0 where no
+/// offset can: zero-sized or oddly placed elements).
+fn align_offset<T>(ptr: *const T) -> usize {
+    let size = std::mem::size_of::<T>();
+    let gap = (ALIGN_BYTES - ptr.addr() % ALIGN_BYTES) % ALIGN_BYTES;
+    if size == 0 || !gap.is_multiple_of(size) {
+        0
+    } else {
+        gap / size
+    }
+}
+
+/// Elements of padding to allocate beyond `n` so that [`align_offset`] always fits.
+fn padded<T>(op: &'static str, n: usize) -> Result<usize> {
+    let pad = ALIGN_BYTES / std::mem::size_of::<T>().max(1);
+    n.checked_add(pad)
+        .ok_or_else(|| Error::too_large(op, format!("{n} elements and alignment overflow usize")))
+}
+
+/// `n` uninitialised output slots starting on an [`ALIGN_BYTES`] boundary, or the errors
+/// of [`zeroed_vec`] (the same size limit, padding included).
+pub(crate) fn uninit_aligned<T: ZeroBits>(op: &'static str, n: usize) -> Result<Aligned<Out<T>>> {
+    let mut vec = uninit_vec::<T>(op, padded::<T>(op, n)?)?;
+    let offset = align_offset(vec.as_ptr());
+    vec.truncate(offset + n);
+    // The padding is initialised too, so that the whole `Vec` can be assumed initialised.
+    fill_init(&mut vec[..offset], T::default());
+    Ok(Aligned { vec, offset })
+}
+
+/// The [`Aligned`] buffer of slots that have all been written.
+///
+/// # Safety
+/// Every element of `a` (from its offset on) must have been initialised.
+pub(crate) unsafe fn assume_init_aligned<T>(a: Aligned<Out<T>>) -> Aligned<T> {
+    // SAFETY: the padding before the offset was initialised by `uninit_aligned`, the rest
+    // by the caller.
+    Aligned {
+        offset: a.offset,
+        vec: unsafe { assume_init_vec(a.vec) },
+    }
+}
+
+/// `n` zeros starting on an [`ALIGN_BYTES`] boundary ([`zeroed_vec`] with padding).
+pub(crate) fn zeroed_aligned<T: ZeroBits>(op: &'static str, n: usize) -> Result<Aligned<T>> {
+    let mut vec = zeroed_vec::<T>(op, padded::<T>(op, n)?)?;
+    let offset = align_offset(vec.as_ptr());
+    vec.truncate(offset + n);
+    Ok(Aligned { vec, offset })
+}
+
+/// `n` zeros starting on an [`ALIGN_BYTES`] boundary, zeroed in parallel
+/// ([`zeroed_vec_par`] with padding): the allocating functions' workspaces.
+pub(crate) fn zeroed_aligned_par<T: ZeroBits + Send>(
+    op: &'static str,
+    n: usize,
+) -> Result<Aligned<T>> {
+    let mut vec = zeroed_vec_par::<T>(op, padded::<T>(op, n)?)?;
+    let offset = align_offset(vec.as_ptr());
+    vec.truncate(offset + n);
+    Ok(Aligned { vec, offset })
+}
+
 /// Buffers of at least this many bytes are advised to use transparent huge pages.
 const HUGE_PAGE_ADVICE_BYTES: usize = 4 << 20;
 
@@ -199,6 +312,32 @@ mod tests {
         // SAFETY: every slot was written just above.
         let u = unsafe { assume_init_vec(u) };
         assert_eq!((u[n - 1], v[n - 1], v[0]), ((n - 1) as f32, 2.0, 0.0));
+    }
+
+    #[test]
+    fn aligned_buffers_start_on_the_boundary() {
+        for n in [0, 1, 5, 1000, 3 << 20] {
+            let z = zeroed_aligned::<f32>("t", n).unwrap();
+            assert_eq!((z.len(), z.as_ptr().addr() % ALIGN_BYTES), (n, 0));
+            assert!(z.iter().all(|x| x.to_bits() == 0));
+            let p = zeroed_aligned_par::<f64>("t", n).unwrap();
+            assert_eq!((p.len(), p.as_ptr().addr() % ALIGN_BYTES), (n, 0));
+            let mut u = uninit_aligned::<f32>("t", n).unwrap();
+            assert_eq!((u.len(), u.as_ptr().addr() % ALIGN_BYTES), (n, 0));
+            for (i, o) in u.iter_mut().enumerate() {
+                o.write(i as f32);
+            }
+            // SAFETY: every slot was written just above.
+            let u = unsafe { assume_init_aligned(u) };
+            let v = u.into_vec();
+            assert!(v.len() == n && v.iter().enumerate().all(|(i, &x)| x == i as f32));
+        }
+        let kept = Aligned::from_vec(vec![1u8, 2, 3]);
+        assert_eq!(*kept, [1, 2, 3]);
+        assert_eq!(kept.into_vec(), [1, 2, 3]);
+        assert!(uninit_aligned::<f32>("t", usize::MAX).is_err());
+        assert!(zeroed_aligned::<f32>("t", usize::MAX - 3).is_err());
+        assert!(zeroed_aligned_par::<f32>("t", MAX_ALLOC_BYTES / 4).is_err());
     }
 
     #[test]

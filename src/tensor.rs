@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+use crate::alloc::Aligned;
 use crate::error::{Error, Result};
 use crate::Float;
 
@@ -105,10 +106,28 @@ fn check_len(shape: Shape, len: usize) -> Result<()> {
 }
 
 /// An owned tensor: a [`Shape`] and its elements in row-major order.
-#[derive(Clone, PartialEq)]
+///
+/// The tensors the crate's functions return keep their elements on a 64-byte boundary
+/// (the SIMD kernels read and write whole cache lines); one made by [`Tensor::from_vec`]
+/// keeps the `Vec`'s own placement.
 pub struct Tensor<T> {
     shape: Shape,
-    data: Vec<T>,
+    data: Aligned<T>,
+}
+
+impl<T: Clone> Clone for Tensor<T> {
+    fn clone(&self) -> Self {
+        Tensor {
+            shape: self.shape,
+            data: Aligned::from_vec(self.data.to_vec()),
+        }
+    }
+}
+
+impl<T: PartialEq> PartialEq for Tensor<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.shape == other.shape && *self.data == *other.data
+    }
 }
 
 impl<T: Float> Tensor<T> {
@@ -123,16 +142,26 @@ impl<T: Float> Tensor<T> {
     pub fn from_vec(shape: impl Into<Shape>, data: Vec<T>) -> Result<Self> {
         let shape = shape.into();
         check_len(shape, data.len())?;
+        Ok(Tensor {
+            shape,
+            data: Aligned::from_vec(data),
+        })
+    }
+
+    /// A tensor that owns an [`Aligned`] buffer (the crate's outputs).
+    pub(crate) fn from_aligned(shape: Shape, data: Aligned<T>) -> Result<Self> {
+        check_len(shape, data.len())?;
         Ok(Tensor { shape, data })
     }
 
-    /// A tensor of zeros; errors if the shape's product overflows.
+    /// A tensor of zeros, its elements on a 64-byte boundary; errors if the shape's product
+    /// overflows or the allocation fails.
     pub fn zeros(shape: impl Into<Shape>) -> Result<Self> {
         let shape = shape.into();
         let n = shape.len_for("tensor")?;
         Ok(Tensor {
             shape,
-            data: crate::alloc::zeroed_vec("tensor", n)?,
+            data: crate::alloc::zeroed_aligned("tensor", n)?,
         })
     }
 
@@ -148,9 +177,17 @@ impl<T: Float> Tensor<T> {
     pub fn data_mut(&mut self) -> &mut [T] {
         &mut self.data
     }
-    /// Gives the elements back.
+    /// Gives the elements back. A tensor from [`Tensor::from_vec`] hands its `Vec` back
+    /// as it was; one the crate allocated (64-byte aligned) shifts its elements to the start
+    /// of its allocation first (one pass, no new allocation).
     pub fn into_vec(self) -> Vec<T> {
-        self.data
+        self.data.into_vec()
+    }
+    /// The `Vec` that holds the elements and the index of the first (the padding before
+    /// it, if any, is initialised): hands the storage over without moving the elements.
+    #[cfg(feature = "ndarray")]
+    pub(crate) fn into_raw_parts(self) -> (Vec<T>, usize) {
+        self.data.into_raw_parts()
     }
     /// A borrowed view of the whole tensor.
     pub fn view(&self) -> TensorView<'_, T> {
@@ -172,7 +209,7 @@ impl<T: fmt::Debug> fmt::Debug for Tensor<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tensor")
             .field("shape", &self.shape)
-            .field("data", &self.data)
+            .field("data", &&*self.data)
             .finish()
     }
 }
@@ -210,7 +247,7 @@ impl<'a, T: Float> TensorView<'a, T> {
     pub fn to_tensor(&self) -> Tensor<T> {
         Tensor {
             shape: self.shape,
-            data: self.data.to_vec(),
+            data: Aligned::from_vec(self.data.to_vec()),
         }
     }
 }

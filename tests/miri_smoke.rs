@@ -264,6 +264,8 @@ fn every_entry_point<T: Float>() {
         [2, 2, 2, 2],
         p().groups(2).dilation([2, 1]).padding([1, 1]),
     );
+    // Stride 1 with 8 channels and 16-pixel rows: dx as the transposed convolution's forward.
+    conv_case::<T>([1, 8, 2, 16], [2, 8, 1, 3], p().padding([0, 1]));
     // Pointwise (1×1) and depthwise (groups = C = F).
     conv_case::<T>([2, 3, 2, 3], [2, 3, 1, 1], p());
     conv_case::<T>([1, 3, 4, 4], [3, 1, 3, 3], p().groups(3).padding([1, 1]));

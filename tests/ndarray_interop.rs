@@ -307,6 +307,14 @@ fn conversion_helpers_borrow_and_move_without_copying() {
     assert_eq!(arr[[1, 0]], 4.0);
     let e = nd::into_array::<f32, ndarray::Ix4>(t).unwrap_err();
     assert!(matches!(e, Error::ShapeMismatch { .. }), "{e}");
+    // The crate's own (64-byte aligned) tensors move too, alignment and all.
+    let mut z = cnn_kernels::Tensor::<f32>::zeros([3, 5, 7, 9]).unwrap();
+    z.data_mut()[17] = 2.5;
+    let zp = z.data().as_ptr();
+    assert_eq!(zp as usize % 64, 0);
+    let arr: Array4<f32> = nd::into_array(z).unwrap();
+    assert_eq!((arr.as_ptr(), arr.len(), arr[[0, 0, 1, 8]]), (zp, 945, 2.5));
+    assert!(arr.is_standard_layout());
 
     // Ranks outside 1..=4 and non-standard layouts are errors.
     let a5 = ndarray::Array5::<f32>::zeros((1, 1, 1, 1, 2));

@@ -459,8 +459,13 @@ impl Rng {
 }
 
 /// The named output tensors of one run (`out`; `dx`, `dw`, `db`; `y`; `dx`, `dgamma`,
-/// `dbeta`), flattened.
-pub type Outputs<T> = Vec<(&'static str, Vec<T>)>;
+/// `dbeta`), as returned (vectors as 1-d tensors): nothing is copied inside the timing.
+pub type Outputs<T> = Vec<(&'static str, Tensor<T>)>;
+
+/// A returned vector (`db`, `dgamma`, running statistics) as a 1-d output.
+fn vec_out<T: Float>(v: Vec<T>) -> Tensor<T> {
+    Tensor::from_vec([v.len()], v).expect("a 1-d shape holds any length")
+}
 
 /// Layer-specific inputs of a [`Problem`].
 enum Inputs<T> {
@@ -573,7 +578,7 @@ impl<T: Float> Problem<T> {
                         } else {
                             fast::conv_forward(x, wv, Some(b), &p)
                         };
-                        r.map(|r| r.map(|out| vec![("out", out.into_vec())]))
+                        r.map(|r| r.map(|out| vec![("out", out)]))
                     }
                     Dir::Bwd => {
                         let d = self.dout_view(case.x[0], ws[0]);
@@ -583,13 +588,7 @@ impl<T: Float> Problem<T> {
                             fast::conv_backward(d, x, wv, &p)
                         };
                         r.map(|r| {
-                            r.map(|g| {
-                                vec![
-                                    ("dx", g.dx.into_vec()),
-                                    ("dw", g.dw.into_vec()),
-                                    ("db", g.db),
-                                ]
-                            })
+                            r.map(|g| vec![("dx", g.dx), ("dw", g.dw), ("db", vec_out(g.db))])
                         })
                     }
                 }
@@ -608,7 +607,7 @@ impl<T: Float> Problem<T> {
                     }
                 };
                 let name = if dir == Dir::Fwd { "out" } else { "dx" };
-                r.map(|r| r.map(|t| vec![(name, t.into_vec())]))
+                r.map(|r| r.map(|t| vec![(name, t)]))
             }
             (Inputs::Bn { gamma, beta, cache }, Layer::BatchNorm) => match dir {
                 Dir::Fwd => {
@@ -625,9 +624,9 @@ impl<T: Float> Problem<T> {
                     r.map(|r| {
                         r.map(|(y, _)| {
                             vec![
-                                ("y", y.into_vec()),
-                                ("running_mean", rm),
-                                ("running_var", rv),
+                                ("y", y),
+                                ("running_mean", vec_out(rm)),
+                                ("running_var", vec_out(rv)),
                             ]
                         })
                     })
@@ -650,7 +649,7 @@ impl<T: Float> Problem<T> {
                     } else {
                         fast::gn_forward(x, gamma, beta, &p)
                     };
-                    r.map(|r| r.map(|(y, _)| vec![("y", y.into_vec())]))
+                    r.map(|r| r.map(|(y, _)| vec![("y", y)]))
                 }
                 Dir::Bwd => {
                     let d = TensorView::new(case.x, &self.dout).expect("dout is x-shaped");
@@ -691,9 +690,9 @@ impl<T: Float> Problem<T> {
 
 fn norm_grads<T: Float>(g: NormGrads<T>) -> Outputs<T> {
     vec![
-        ("dx", g.dx.into_vec()),
-        ("dgamma", g.dgamma),
-        ("dbeta", g.dbeta),
+        ("dx", g.dx),
+        ("dgamma", vec_out(g.dgamma)),
+        ("dbeta", vec_out(g.dbeta)),
     ]
 }
 
@@ -706,6 +705,7 @@ pub fn max_error<T: Float>(fast: &Outputs<T>, naive: &Outputs<T>) -> f64 {
         let Some((_, got)) = fast.iter().find(|(n, _)| n == name) else {
             return f64::INFINITY;
         };
+        let (got, want) = (got.data(), want.data());
         if got.len() != want.len() {
             return f64::INFINITY;
         }

@@ -17,7 +17,7 @@ use super::gemm::{gemm, MatRef};
 use super::im2col::{col2im, im2col, Lowering};
 use super::plan::{BwdPlan, Path, Transposed, DEFAULT_LANES};
 use super::{Conv2dGeometry, Conv2dGrads, Conv2dParams, OP};
-use crate::alloc::{as_uninit_mut, assume_init_vec, uninit_vec, zeroed_vec_par, Out};
+use crate::alloc::{as_uninit_mut, assume_init_aligned, uninit_aligned, zeroed_aligned_par, Out};
 use crate::error::{Error, Result};
 use crate::{Float, Shape, Tensor, TensorView, TensorViewMut};
 
@@ -87,16 +87,16 @@ pub fn backward<T: Float>(
     g.check_dout(dout.shape())?;
     let shape = Shape::from(g.x_shape());
     // Every element of dx is written by the kernels: no zero-filled allocation.
-    let mut dx = uninit_vec(OP, shape.len_for(OP)?)?;
+    let mut dx = uninit_aligned(OP, shape.len_for(OP)?)?;
     let mut dw = Tensor::zeros(g.w_shape())?;
     let mut db = crate::alloc::zeroed_vec(OP, g.f)?;
     // One lane per thread of the pool (no more: the workspace shrinks to the slots used).
     let lanes = rayon::current_num_threads();
-    let mut ws = zeroed_vec_par(OP, workspace_len(&g, lanes))?;
+    let mut ws = zeroed_aligned_par(OP, workspace_len(&g, lanes))?;
     let grads = ((shape, &mut dx[..]), dw.view_mut(), &mut db[..]);
     backward_checked(dout, x, w, p, grads, (&mut ws, lanes))?;
     // SAFETY: `backward_checked` returned `Ok`, so it wrote every element of `dx`.
-    let dx = Tensor::from_vec(shape, unsafe { assume_init_vec(dx) })?;
+    let dx = Tensor::from_aligned(shape, unsafe { assume_init_aligned(dx) })?;
     Ok(Conv2dGrads { dx, dw, db })
 }
 

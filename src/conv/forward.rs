@@ -11,7 +11,7 @@ use super::gemm::MatRef;
 use super::im2col::{im2col, Lowering};
 use super::plan::{FwdPlan, Path, Phases, DEFAULT_LANES};
 use super::{Conv2dGeometry, Conv2dParams, OP};
-use crate::alloc::{as_uninit_mut, assume_init_vec, uninit_vec, zeroed_vec_par, Out};
+use crate::alloc::{as_uninit_mut, assume_init_aligned, uninit_aligned, zeroed_aligned_par, Out};
 use crate::error::{Error, Result};
 use crate::{simd, Float, Shape, Tensor, TensorView, TensorViewMut};
 
@@ -89,13 +89,13 @@ pub fn forward<T: Float>(
         g.check_bias(b.len())?;
     }
     let shape = Shape::from(g.out_shape());
-    let mut out = uninit_vec(OP, shape.len_for(OP)?)?;
+    let mut out = uninit_aligned(OP, shape.len_for(OP)?)?;
     // One lane per thread of the pool (no more: the workspace shrinks to the slots used).
     let lanes = rayon::current_num_threads();
-    let mut ws = zeroed_vec_par(OP, workspace_len(&g, lanes))?;
+    let mut ws = zeroed_aligned_par(OP, workspace_len(&g, lanes))?;
     forward_checked(x, w, b, p, (shape, &mut out), (&mut ws, lanes))?;
     // SAFETY: `forward_checked` returned `Ok`, so it wrote every element of `out`.
-    Tensor::from_vec(shape, unsafe { assume_init_vec(out) })
+    Tensor::from_aligned(shape, unsafe { assume_init_aligned(out) })
 }
 
 /// Allocation-free forward convolution into `out` `(N, F, OH, OW)`, using `workspace`

@@ -725,6 +725,8 @@ mod tests {
         assert_eq!(form(x, w, p.padding([1, 1])), Some(false));
         let (x, w) = ([4, 512, 7, 7], [512, 512, 3, 3]);
         assert_eq!(form(x, w, p.padding([1, 1])), Some(false));
+        let (x, w) = ([1, 8, 2, 16], [2, 8, 1, 3]); // tests/miri_smoke.rs
+        assert_eq!(form(x, w, p.padding([0, 1])), Some(true));
         let (x, w) = ([1, 12, 18, 24], [6, 12, 3, 3]);
         assert_eq!(form(x, w, p.padding([0, 3]).dilation([1, 2])), Some(true));
         let (x, w) = ([8, 256, 14, 14], [256, 256, 3, 3]);

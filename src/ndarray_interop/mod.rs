@@ -154,7 +154,12 @@ pub(crate) fn array_op<T: Float, D: Dimension>(
     }
     let mut dim = D::zeros(dims.len());
     dim.slice_mut().copy_from_slice(dims);
-    Array::from_shape_vec(dim, t.into_vec())
+    // The array takes the tensor's storage as it is (an aligned tensor's padding stays
+    // before its first element): no copy.
+    let (vec, offset) = t.into_raw_parts();
+    ndarray::Array1::from_vec(vec)
+        .slice_move(ndarray::s![offset..])
+        .into_shape_with_order(dim)
         .map_err(|e| Error::shape(op, format!("tensor does not fit the array: {e}")))
 }
 

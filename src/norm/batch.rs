@@ -13,7 +13,7 @@ use super::{
     check_channels, check_dout, check_out_len, check_same_shape, rows, BatchNormCache,
     BatchNormGeometry, BatchNormMode, BatchNormParams, GradsOut, NormGrads,
 };
-use crate::alloc::{as_uninit_mut, assume_init_vec, uninit_vec, zeroed_vec, Out};
+use crate::alloc::{as_uninit_mut, assume_init_aligned, uninit_aligned, zeroed_vec, Out};
 use crate::error::Result;
 use crate::simd::{self, Level};
 use crate::{Float, Shape, Tensor, TensorView, TensorViewMut};
@@ -176,7 +176,7 @@ fn forward_alloc<T: Float>(
     p: &BatchNormParams,
 ) -> Result<(Tensor<T>, BatchNormCache<T>)> {
     let c = gamma.len();
-    let mut y = uninit_vec(op, x.data().len())?;
+    let mut y = uninit_aligned(op, x.data().len())?;
     let mut cache = BatchNormCache {
         mode: p.mode,
         mean: zeroed_vec(op, c)?,
@@ -191,8 +191,8 @@ fn forward_alloc<T: Float>(
     forward_checked(op, spatial, x, vecs, p, (x.shape(), &mut y), &mut cache)?;
     // SAFETY: `forward_checked` returned `Ok`, so it wrote every element of `y` (see
     // `forward_checked`).
-    let y = unsafe { assume_init_vec(y) };
-    Ok((Tensor::from_vec(x.shape(), y)?, cache))
+    let y = unsafe { assume_init_aligned(y) };
+    Ok((Tensor::from_aligned(x.shape(), y)?, cache))
 }
 
 /// The public `*_forward_into`: [`forward_checked`] on the caller's `y`.
@@ -345,14 +345,14 @@ fn backward_alloc<T: Float>(
     cache: &BatchNormCache<T>,
 ) -> Result<NormGrads<T>> {
     let c = gamma.len();
-    let mut dx = uninit_vec(op, x.data().len())?;
+    let mut dx = uninit_aligned(op, x.data().len())?;
     let mut dgamma = zeroed_vec(op, c)?;
     let mut dbeta = zeroed_vec(op, c)?;
     let outs = (x.shape(), &mut dx[..], &mut dgamma[..], &mut dbeta[..]);
     backward_checked(op, spatial, dout, x, gamma, cache, outs)?;
     // SAFETY: `backward_checked` returned `Ok`, so it wrote every element of `dx` (see
     // `backward_checked`).
-    let dx = Tensor::from_vec(x.shape(), unsafe { assume_init_vec(dx) })?;
+    let dx = Tensor::from_aligned(x.shape(), unsafe { assume_init_aligned(dx) })?;
     Ok(NormGrads { dx, dgamma, dbeta })
 }
 

@@ -12,7 +12,9 @@ use super::batch::shifted;
 use super::kernels::{self, add2, tree, Moments, Segments, Strided, CHUNK, PAR_ELEMS};
 use super::{check_channels, check_out_len, check_same_shape, GradsOut};
 use super::{check_dout, GroupNormCache, GroupNormGeometry, GroupNormParams, NormGrads};
-use crate::alloc::{as_uninit_mut, assume_init_vec, uninit_vec, zeroed_vec, Out};
+use crate::alloc::{
+    as_uninit_mut, assume_init_aligned, uninit_aligned, zeroed_aligned, zeroed_vec, Out,
+};
 use crate::error::{Error, Result};
 use crate::simd::{self, Level};
 use crate::{Float, Shape, Tensor, TensorView, TensorViewMut};
@@ -33,7 +35,7 @@ pub fn group_norm_forward<T: Float>(
     p: &GroupNormParams,
 ) -> Result<(Tensor<T>, GroupNormCache<T>)> {
     let g = GroupNormGeometry::new(GN, x.shape(), p.groups, gamma.len(), beta.len())?;
-    let mut y = uninit_vec(GN, x.data().len())?;
+    let mut y = uninit_aligned(GN, x.data().len())?;
     let mut cache = GroupNormCache {
         groups: g.groups,
         mean: zeroed_vec(GN, g.n * g.groups)?,
@@ -41,8 +43,8 @@ pub fn group_norm_forward<T: Float>(
     };
     forward_checked(x, gamma, beta, p, (x.shape(), &mut y), &mut cache)?;
     // SAFETY: `forward_checked` returned `Ok`, so it wrote every element of `y`.
-    let y = unsafe { assume_init_vec(y) };
-    Ok((Tensor::from_vec(x.shape(), y)?, cache))
+    let y = unsafe { assume_init_aligned(y) };
+    Ok((Tensor::from_aligned(x.shape(), y)?, cache))
 }
 
 /// Allocation-free [`group_norm_forward`]: writes `y` (the shape of `x`) and `cache`, whose
@@ -154,14 +156,14 @@ pub fn group_norm_backward<T: Float>(
     cache: &GroupNormCache<T>,
 ) -> Result<NormGrads<T>> {
     let g = GroupNormGeometry::new(GN, x.shape(), cache.groups, gamma.len(), gamma.len())?;
-    let mut dx = uninit_vec(GN, x.data().len())?;
+    let mut dx = uninit_aligned(GN, x.data().len())?;
     let mut dgamma = zeroed_vec(GN, g.c)?;
     let mut dbeta = zeroed_vec(GN, g.c)?;
-    let mut ws = zeroed_vec(GN, group_norm_backward_workspace_len(&g))?;
+    let mut ws = zeroed_aligned(GN, group_norm_backward_workspace_len(&g))?;
     let outs = (x.shape(), &mut dx[..], &mut dgamma[..], &mut dbeta[..]);
     backward_checked(dout, x, gamma, cache, outs, &mut ws)?;
     // SAFETY: `backward_checked` returned `Ok`, so it wrote every element of `dx`.
-    let dx = Tensor::from_vec(x.shape(), unsafe { assume_init_vec(dx) })?;
+    let dx = Tensor::from_aligned(x.shape(), unsafe { assume_init_aligned(dx) })?;
     Ok(NormGrads { dx, dgamma, dbeta })
 }
 

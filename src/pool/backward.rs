@@ -7,7 +7,7 @@ use super::indices::{IndexData, MaxPool2dIndices, WinIdx};
 use super::kernel::{self, Plan};
 
 use super::{MaxPool2dGeometry, MaxPool2dParams, OP};
-use crate::alloc::{as_uninit_mut, assume_init_vec, fill_init, uninit_vec, Out};
+use crate::alloc::{as_uninit_mut, assume_init_aligned, fill_init, uninit_aligned, Out};
 use crate::error::{Error, Result};
 use crate::simd::{self, cast_slice, cast_slice_mut, Level};
 use crate::{Float, Shape, Tensor, TensorView, TensorViewMut};
@@ -200,10 +200,10 @@ pub fn backward_with_indices<T: Float>(
     let g = check_indices(indices, p, dout.shape())?;
     // `run_indices` writes every element: no zero-filled allocation.
     let shape = Shape::from(g.x_shape());
-    let mut dx = uninit_vec(OP, shape.len_for(OP)?)?;
+    let mut dx = uninit_aligned(OP, shape.len_for(OP)?)?;
     run_indices(&g, indices.data(), dout.data(), &mut dx);
     // SAFETY: `run_indices` wrote every element of `dx`.
-    Tensor::from_vec(shape, unsafe { assume_init_vec(dx) })
+    Tensor::from_aligned(shape, unsafe { assume_init_aligned(dx) })
 }
 
 /// [`backward_with_indices`] into a caller buffer `dx` of shape `(N, C, H, W)` (overwritten);
