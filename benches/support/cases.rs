@@ -462,6 +462,13 @@ impl Rng {
 /// `dbeta`), as returned (vectors as 1-d tensors): nothing is copied inside the timing.
 pub type Outputs<T> = Vec<(&'static str, Tensor<T>)>;
 
+/// `v` copied into a 1-d tensor whose elements start on a 64-byte boundary.
+fn aligned<T: Float>(v: Vec<T>) -> Result<Tensor<T>> {
+    let mut t = Tensor::zeros([v.len()])?;
+    t.data_mut().copy_from_slice(&v);
+    Ok(t)
+}
+
 /// A returned vector (`db`, `dgamma`, running statistics) as a 1-d output.
 fn vec_out<T: Float>(v: Vec<T>) -> Tensor<T> {
     Tensor::from_vec([v.len()], v).expect("a 1-d shape holds any length")
@@ -495,8 +502,10 @@ enum Inputs<T> {
 pub struct Problem<T> {
     /// The case (possibly a [`Case::small`] instance).
     pub case: Case,
-    x: Vec<T>,
-    dout: Vec<T>,
+    /// `x` and `dout` start on a 64-byte boundary, like the crate's outputs that a network
+    /// feeds to its next layer (and like PyTorch's tensors).
+    x: Tensor<T>,
+    dout: Tensor<T>,
     inputs: Inputs<T>,
 }
 
@@ -513,8 +522,8 @@ impl<T: Float> Problem<T> {
     pub fn new(case: &Case) -> Result<Self> {
         let mut rng = Rng(0x5EED ^ case.name.len() as u64);
         let x_len = case.x.iter().product();
-        let x: Vec<T> = rng.vec(x_len, -1.0, 1.0);
-        let xv = TensorView::new(case.x, &x)?;
+        let x = aligned(rng.vec(x_len, -1.0, 1.0))?;
+        let xv = TensorView::new(case.x, x.data())?;
         let (out_len, inputs) = match case.layer {
             Layer::Conv { w, p } => {
                 let g = Conv2dGeometry::new(case.x.into(), w.into(), &p)?;
@@ -553,7 +562,7 @@ impl<T: Float> Problem<T> {
                 (x_len, Inputs::Gn { gamma, beta, cache })
             }
         };
-        let dout = rng.vec(out_len, -1.0, 1.0);
+        let dout = aligned(rng.vec(out_len, -1.0, 1.0))?;
         Ok(Problem {
             case: *case,
             x,
@@ -566,7 +575,7 @@ impl<T: Float> Problem<T> {
     /// [`Imp::Fast`] and this layer's fast path is not merged yet.
     pub fn run(&self, imp: Imp, dir: Dir) -> Option<Result<Outputs<T>>> {
         let case = &self.case;
-        let x = TensorView::new(case.x, &self.x).expect("x matches its case");
+        let x = TensorView::new(case.x, self.x.data()).expect("x matches its case");
         let naive = imp == Imp::Naive;
         match (&self.inputs, case.layer) {
             (Inputs::Conv { w, b }, Layer::Conv { w: ws, p }) => {
@@ -632,7 +641,7 @@ impl<T: Float> Problem<T> {
                     })
                 }
                 Dir::Bwd => {
-                    let d = TensorView::new(case.x, &self.dout).expect("dout is x-shaped");
+                    let d = TensorView::new(case.x, self.dout.data()).expect("dout is x-shaped");
                     let r = if naive {
                         Some(norm::naive::spatial_batch_norm_backward(d, x, gamma, cache))
                     } else {
@@ -652,7 +661,7 @@ impl<T: Float> Problem<T> {
                     r.map(|r| r.map(|(y, _)| vec![("y", y)]))
                 }
                 Dir::Bwd => {
-                    let d = TensorView::new(case.x, &self.dout).expect("dout is x-shaped");
+                    let d = TensorView::new(case.x, self.dout.data()).expect("dout is x-shaped");
                     let r = if naive {
                         Some(norm::naive::group_norm_backward(d, x, gamma, cache))
                     } else {
@@ -667,10 +676,10 @@ impl<T: Float> Problem<T> {
 
     /// `dout` viewed as `(N, channels, OH, OW)`, OH·OW inferred from its length.
     fn dout_view(&self, n: usize, channels: usize) -> TensorView<'_, T> {
-        let plane = self.dout.len() / (n * channels);
+        let plane = self.dout.data().len() / (n * channels);
         let (oh, ow) = self.out_hw();
         assert_eq!(plane, oh * ow, "dout holds the output shape");
-        TensorView::new([n, channels, oh, ow], &self.dout).expect("dout matches the output")
+        TensorView::new([n, channels, oh, ow], self.dout.data()).expect("dout matches the output")
     }
 
     fn out_hw(&self) -> (usize, usize) {
