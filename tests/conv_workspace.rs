@@ -188,15 +188,22 @@ fn workspace_does_not_scale_with_the_batch() {
         conv::forward_workspace_len(&geo(8)),
         conv::forward_workspace_len(&geo(64)),
     );
-    let (b8, b64) = (
+    let (b8, b16, b64) = (
         conv::backward_workspace_len(&geo(8)),
+        conv::backward_workspace_len(&geo(16)),
         conv::backward_workspace_len(&geo(64)),
     );
     assert_eq!(f8, f64_);
-    assert_eq!(b8, b64);
-    for len in [f8, b8, conv::forward_workspace_len(&geo(1))] {
+    // From 16 images on, the batch alone gives every lane work (at 8, bands of output rows
+    // split the images, with slightly shorter tiles).
+    assert_eq!(b16, b64);
+    assert!(b8 <= b64);
+    // Room for 8 lanes: the forward's tiles, and the backward's two passes (which run at
+    // the same time, each with its own lanes): about 1 MiB per lane and pass at most.
+    for len in [f8, conv::forward_workspace_len(&geo(1))] {
         assert!(len * 4 <= 5 << 20, "{len} elements");
     }
+    assert!(b64 * 4 <= 9 << 20, "{b64} elements");
     // 1×1 stride-1 convolutions need none; depthwise ones a few padded windows.
     let pw = Conv2dGeometry::new(
         [8, 256, 56, 56].into(),

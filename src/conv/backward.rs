@@ -1,11 +1,14 @@
 //! Fast backward convolution: `db`, `dw = Σ dout · colsᵀ` and `dx = col2im(Wᵀ · dout)` in
-//! one call, with the same 1×1 and depthwise special paths as the forward.
+//! one call, with the same 1×1 and depthwise special paths as the forward. For stride 1,
+//! where it measured faster, `dx` is instead the forward pass of the transposed convolution
+//! ([`Transposed`]: `dx = conv(dout, W')`), which writes each element of `dx` once.
 //!
 //! Determinism: `db` sums each filter's gradients in a fixed order. `dw` is computed by
 //! tasks of (batch chunk, group, channel block) — a partition fixed by the geometry, where a
 //! chunk is a run of (image, tile) units — each accumulating its units in order into its own
 //! block; the chunks' partials are then added in chunk order. `dx` is owned per (image,
-//! channel block, band of output rows), overlapping bands added in a fixed phase order.
+//! channel block, band of output rows), overlapping bands added in a fixed phase order (or,
+//! in the transposed form, computed like a forward output: no sums across tasks).
 //! Nothing depends on the number of threads.
 
 use rayon::prelude::*;
@@ -24,9 +27,12 @@ use crate::{Float, Shape, Tensor, TensorView, TensorViewMut};
 /// Elements of workspace that [`backward_into`] needs to run up to 8 tasks at once;
 /// [`backward_workspace_len_for_threads`] sizes it for another number.
 ///
-/// Depends on the geometry only, not on the pool: one column tile per task running at
-/// once plus, for small weight tensors, the partial weight gradients of the batch chunks
-/// (at most 1 Mi elements in all); for depthwise convolutions, one padded window per task.
+/// Depends on the geometry only, not on the pool: the sum of the two passes' needs (they
+/// run at the same time; for problems small enough to run on one lane, one after the
+/// other, the larger) — for `dw`, one column tile per task running at once plus, for small weight tensors, the
+/// partial weight gradients of the batch chunks (at most 1 Mi elements in all); for `dx`,
+/// one column tile per task, or in the transposed form (stride 1) the flipped weights plus
+/// the forward's tiles; for depthwise convolutions, one padded window per task.
 pub fn backward_workspace_len(g: &Conv2dGeometry) -> usize {
     workspace_len(g, DEFAULT_LANES)
 }
@@ -184,12 +190,20 @@ fn backward_checked<T: Float>(
             Path::Depthwise => depthwise::backward(&g, dout, x, w, dx, dw, ws, max_lanes),
             _ => {
                 let plan = BwdPlan::new(&g).with_max_lanes(max_lanes);
-                let (slots, rest) = ws.split_at_mut(plan.a_slots_len());
-                weight_grad(&g, &plan, dout, x, dw, slots, &mut rest[..plan.partial_len]);
-                let ws = &mut ws[..plan.b_len()];
-                match &plan.b_transposed {
+                let input_grad = |dx: &mut [Out<T>], ws: &mut [T]| match &plan.b_transposed {
                     Some(t) => transposed_input_grad(&g, t, dout, w, dx, ws),
                     None => input_grad(&g, &plan, dout, w, dx, ws),
+                };
+                let (slots, rest) = ws.split_at_mut(plan.a_slots_len());
+                let (partials, rest) = rest.split_at_mut(plan.partial_len);
+                if plan.concurrent {
+                    rayon::join(
+                        || weight_grad(&g, &plan, dout, x, dw, slots, partials),
+                        || input_grad(dx, &mut rest[..plan.b_len()]),
+                    );
+                } else {
+                    weight_grad(&g, &plan, dout, x, dw, slots, partials);
+                    input_grad(dx, &mut ws[..plan.b_len()]);
                 }
             }
         },
