@@ -28,8 +28,8 @@ use crate::{Float, Shape, Tensor, TensorView, TensorViewMut};
 /// [`backward_workspace_len_for_threads`] sizes it for another number.
 ///
 /// Depends on the geometry only, not on the pool: the sum of the two passes' needs (they
-/// run at the same time; for problems small enough to run on one lane, one after the
-/// other, the larger) — for `dw`, one column tile per task running at once plus, for small weight tensors, the
+/// run at the same time; for one thread, and for problems small enough to run on one
+/// lane, one after the other: the larger) — for `dw`, one column tile per task running at once plus, for small weight tensors, the
 /// partial weight gradients of the batch chunks (at most 1 Mi elements in all); for `dx`,
 /// one column tile per task, or in the transposed form (stride 1) the flipped weights plus
 /// the forward's tiles; for depthwise convolutions, one padded window per task.

@@ -361,7 +361,8 @@ pub(crate) struct BwdPlan {
     pub(crate) b_transposed: Option<Transposed>,
     /// Passes A and B run at the same time (`rayon::join`), each with its own part of the
     /// workspace, so that neither waits for the other's last task; not for problems under
-    /// [`SERIAL_MACS`], which run on one lane. Measured (2 threads, best of 300 calls):
+    /// [`SERIAL_MACS`], which run on one lane, nor with a one-lane workspace (the passes
+    /// then share it, one after the other). Measured (2 threads, best of 300 calls):
     /// cs231n_fast x(100,3,31,31) w(25,3,3,3) s2 p1 backward 1.13–1.15 ms one pass after
     /// the other, 1.01–1.02 together; resnet_3x3_14 13.75 → 13.35, resnet_3x3_56 14.83 →
     /// 14.47, dilated_28 13.77 → 13.12 (best of 15); one thread unchanged.
@@ -587,6 +588,8 @@ impl BwdPlan {
         if let Some(t) = &mut self.b_transposed {
             t.plan = t.plan.with_max_lanes(max_lanes);
         }
+        // One lane: the passes one after the other, sharing the workspace (the smallest).
+        self.concurrent &= max_lanes > 1;
         self
     }
 
