@@ -29,10 +29,11 @@ use crate::{Float, Shape, Tensor, TensorView, TensorViewMut};
 ///
 /// Depends on the geometry only, not on the pool: the sum of the two passes' needs (they
 /// run at the same time; for one thread, and for problems small enough to run on one
-/// lane, one after the other: the larger) — for `dw`, one column tile per task running at once plus, for small weight tensors, the
-/// partial weight gradients of the batch chunks (at most 1 Mi elements in all); for `dx`,
-/// one column tile per task, or in the transposed form (stride 1) the flipped weights plus
-/// the forward's tiles; for depthwise convolutions, one padded window per task.
+/// lane, one after the other: the larger). For `dw`, one column tile per task running at
+/// once plus, for small weight tensors, the partial weight gradients of the batch chunks
+/// (at most 1 Mi elements in all); for `dx`, one column tile per task, or in the transposed
+/// form (stride 1) the flipped weights plus the forward's tiles; for depthwise
+/// convolutions, one padded window per task.
 pub fn backward_workspace_len(g: &Conv2dGeometry) -> usize {
     workspace_len(g, DEFAULT_LANES)
 }
@@ -145,9 +146,10 @@ type Grads<'a, 'b, T> = ((Shape, &'a mut [Out<T>]), TensorViewMut<'b, T>, &'b mu
 /// slots). Validates, then computes; on `Ok`, every
 /// element of `dx` has been written: its length is checked, and every path writes all of it
 /// (the im2col path zeroes every input row in its first phase — the even bands own rows
-/// `0..H` between them — before adding; the 1×1 GEMM writes every channel × pixel with
-/// `β = 0`; the depthwise paths write every row chunk of every plane, or zero each plane
-/// before scattering).
+/// `0..H` between them — before adding; the transposed form is a forward pass whose output
+/// is `dx`, and the forward writes every output element; the 1×1 GEMM writes every
+/// channel × pixel with `β = 0`; the depthwise paths write every row chunk of every plane,
+/// or zero each plane before scattering).
 fn backward_checked<T: Float>(
     dout: TensorView<'_, T>,
     x: TensorView<'_, T>,
@@ -190,7 +192,7 @@ fn backward_checked<T: Float>(
             Path::Depthwise => depthwise::backward(&g, dout, x, w, dx, dw, ws, max_lanes),
             _ => {
                 let plan = BwdPlan::new(&g).with_max_lanes(max_lanes);
-                let input_grad = |dx: &mut [Out<T>], ws: &mut [T]| match &plan.b_transposed {
+                let dx_pass = |dx: &mut [Out<T>], ws: &mut [T]| match &plan.b_transposed {
                     Some(t) => transposed_input_grad(&g, t, dout, w, dx, ws),
                     None => input_grad(&g, &plan, dout, w, dx, ws),
                 };
@@ -199,11 +201,11 @@ fn backward_checked<T: Float>(
                 if plan.concurrent {
                     rayon::join(
                         || weight_grad(&g, &plan, dout, x, dw, slots, partials),
-                        || input_grad(dx, &mut rest[..plan.b_len()]),
+                        || dx_pass(dx, &mut rest[..plan.b_len()]),
                     );
                 } else {
                     weight_grad(&g, &plan, dout, x, dw, slots, partials);
-                    input_grad(dx, &mut ws[..plan.b_len()]);
+                    dx_pass(dx, &mut ws[..plan.b_len()]);
                 }
             }
         },

@@ -2,9 +2,9 @@
 //! strides, backed by `matrixmultiply`'s single-threaded `sgemm`/`dgemm` (its `threading`
 //! feature stays off: the parallelism lives in the callers' rayon tasks) — except `f32`
 //! products with unit column strides and `β` of 0 or 1 at the AVX-512 SIMD level, which run
-//! the crate's own kernel ([`super::gemm_avx512`]: the forward pass) —, or with the
-//! `gemm-crate` cargo feature by the `gemm` crate (`Parallelism::None`, its AVX-512 kernels
-//! enabled by its `x86-v4` feature and picked at run time).
+//! the crate's own kernel ([`super::gemm_avx512`]: the forward pass, and so the stride-1
+//! `dx`) —, or with the `gemm-crate` cargo feature by the `gemm` crate (`Parallelism::None`,
+//! its AVX-512 kernels enabled by its `x86-v4` feature and picked at run time).
 //!
 //! For a given `k`, `matrixmultiply` computes each element of `C` the same way wherever it
 //! sits in the matrix (the `k` loop is blocked identically; edge tiles run the same

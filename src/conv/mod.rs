@@ -30,8 +30,9 @@
 //! col2im(Wᵀ · dout)`, or for stride 1 where it measured faster, the forward kernels on the
 //! transposed convolution (`dx = conv(dout, W')`, `W'` the flipped, transposed weights,
 //! padding `(K − 1)·dilation − pad`), which writes `dx` without a scatter-add. The `db`,
-//! `dw` and `dx` passes run at the same time, each on its own part of the workspace. Work runs on the current rayon pool, across images, groups and tiles, and inside
-//! an image where those give fewer than 16 tasks: filter or channel blocks, chunks of
+//! `dw` and `dx` passes run at the same time, each on its own part of the workspace (one
+//! after the other on a single lane). Work runs on the current rayon pool, across images,
+//! groups and tiles, and inside an image where those give fewer than 16 tasks: filter or channel blocks, chunks of
 //! (image, tile) units for `dw`, bands of output rows for `dx` (neighbouring bands overlap
 //! in `dx`, so even bands run first, then odd ones). Problems under 8 Mi multiply-adds
 //! per pass are split less (about ½ Mi per task), and backward problems under 1 Mi run on

@@ -370,9 +370,10 @@ pub(crate) struct BwdPlan {
 }
 
 /// Fewest input channels per group (the transposed convolution's filters: the rows of its
-/// GEMM) for which pass B runs as a [`Transposed`] forward through the GEMM, and through
-/// the register-blocked kernel on the phase-split copy ([`FwdPlan::phased`]).
+/// GEMM) for which pass B runs as a [`Transposed`] forward through the GEMM.
 const TRANSPOSED_MIN_CG: usize = 64;
+/// The same through the register-blocked kernel on the phase-split copy
+/// ([`FwdPlan::phased`]).
 const TRANSPOSED_MIN_CG_PHASED: usize = 8;
 /// Fewest filters per block when the transposed forward splits its units into filter
 /// blocks: each block's GEMM packs the lowered columns again.
@@ -398,8 +399,8 @@ const TRANSPOSED_MIN_FBLOCK: usize = 128;
 /// x(8,32,28,28) w(8,32,3,3) 33.7 → 44.8, x(8,8,32,32) w(16,8,3,3) 55.0 → 67.3, x(1,64,56,56)
 /// w(16,64,3,3) 77.1 → 86.1. Not taken, because slower: 16 channels per group through the
 /// GEMM (x(8,16,56,56) w(64,16,3,3) 120.8 → 93.2: 16-row GEMMs), blocks of 32 filters
-/// (x(1,256,14,14) w(256,256,3,3) 143.2 → 113.4), 3 channels on the phase-split copy (x(8,3,32,32)
-/// w(16,3,3,3) 39.7 → 35.5).
+/// (x(1,256,14,14) w(256,256,3,3) 143.2 → 113.4), 3 channels on the phase-split copy
+/// (x(8,3,32,32) w(16,3,3,3) 39.7 → 35.5).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Transposed {
     /// The transposed convolution: `x' = dout`, `w' = W'`.
