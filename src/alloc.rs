@@ -92,6 +92,14 @@ impl<T> Aligned<T> {
         Aligned { vec, offset: 0 }
     }
 
+    /// The first `n` elements of `vec` from its first [`ALIGN_BYTES`] boundary on (`vec`
+    /// has room: [`padded`]`(n)` elements); the rest is dropped.
+    fn placed(mut vec: Vec<T>, n: usize) -> Self {
+        let offset = align_offset(vec.as_ptr());
+        vec.truncate(offset + n);
+        Aligned { vec, offset }
+    }
+
     /// The whole `Vec` (padding included) and the offset of the first element.
     #[cfg(feature = "ndarray")]
     pub(crate) fn into_raw_parts(self) -> (Vec<T>, usize) {
@@ -141,12 +149,10 @@ fn padded<T>(op: &'static str, n: usize) -> Result<usize> {
 /// `n` uninitialised output slots starting on an [`ALIGN_BYTES`] boundary, or the errors
 /// of [`zeroed_vec`] (the same size limit, padding included).
 pub(crate) fn uninit_aligned<T: ZeroBits>(op: &'static str, n: usize) -> Result<Aligned<Out<T>>> {
-    let mut vec = uninit_vec::<T>(op, padded::<T>(op, n)?)?;
-    let offset = align_offset(vec.as_ptr());
-    vec.truncate(offset + n);
+    let mut a = Aligned::placed(uninit_vec::<T>(op, padded::<T>(op, n)?)?, n);
     // The padding is initialised too, so that the whole `Vec` can be assumed initialised.
-    fill_init(&mut vec[..offset], T::default());
-    Ok(Aligned { vec, offset })
+    fill_init(&mut a.vec[..a.offset], T::default());
+    Ok(a)
 }
 
 /// The [`Aligned`] buffer of slots that have all been written.
@@ -164,10 +170,10 @@ pub(crate) unsafe fn assume_init_aligned<T>(a: Aligned<Out<T>>) -> Aligned<T> {
 
 /// `n` zeros starting on an [`ALIGN_BYTES`] boundary ([`zeroed_vec`] with padding).
 pub(crate) fn zeroed_aligned<T: ZeroBits>(op: &'static str, n: usize) -> Result<Aligned<T>> {
-    let mut vec = zeroed_vec::<T>(op, padded::<T>(op, n)?)?;
-    let offset = align_offset(vec.as_ptr());
-    vec.truncate(offset + n);
-    Ok(Aligned { vec, offset })
+    Ok(Aligned::placed(
+        zeroed_vec::<T>(op, padded::<T>(op, n)?)?,
+        n,
+    ))
 }
 
 /// `n` zeros starting on an [`ALIGN_BYTES`] boundary, zeroed in parallel
@@ -176,10 +182,10 @@ pub(crate) fn zeroed_aligned_par<T: ZeroBits + Send>(
     op: &'static str,
     n: usize,
 ) -> Result<Aligned<T>> {
-    let mut vec = zeroed_vec_par::<T>(op, padded::<T>(op, n)?)?;
-    let offset = align_offset(vec.as_ptr());
-    vec.truncate(offset + n);
-    Ok(Aligned { vec, offset })
+    Ok(Aligned::placed(
+        zeroed_vec_par::<T>(op, padded::<T>(op, n)?)?,
+        n,
+    ))
 }
 
 /// Buffers of at least this many bytes are advised to use transparent huge pages.
