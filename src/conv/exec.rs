@@ -1,19 +1,27 @@
-//! Parallel execution: lanes that claim tasks one at a time, each lane with its own slot of
-//! the workspace, and a shared output that tasks write disjoint regions of.
+//! Parallel execution: lanes that claim runs of tasks, each lane with its own slot of the
+//! workspace, and a shared output that tasks write disjoint regions of.
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
-
-use rayon::prelude::*;
 
 use super::gemm::{gemm_ptr, MatRef};
 use crate::alloc::Out;
 use crate::Float;
 
 /// Runs `task(t, slot)` once for every `t` in `0..ntasks` on at most `lanes` concurrent
-/// lanes; lane `l` passes `ws[l·slot_len ..][..slot_len]` to every task it runs. Lanes claim
-/// the next task from a shared counter, so the load balances itself; which lane runs a task
-/// never changes what the task computes (the slot is scratch).
+/// lanes; lane `l` passes `ws[l·slot_len ..][..slot_len]` to every task it runs. Which lane
+/// runs a task never changes what the task computes (the slot is scratch).
+///
+/// Scheduling: lanes claim runs of consecutive tasks from a shared counter, each run
+/// `1/(2·lanes)` of the tasks left (guided self-scheduling), so the load balances itself
+/// with few claims, and each lane walks neighbouring memory. The calling thread runs lane 0
+/// itself while the pool picks up the others (`rayon::in_place_scope`): called from outside
+/// the pool, it works instead of sleeping until a worker wakes.
+///
+/// Measured (f32, 2-core AVX-512 VM): depthwise_56 forward at two threads (1,024 tasks) took
+/// 1.11–1.24 ms claiming one task at a time, 1.01–1.15 ms with runs; cs231n_net at `N = 1`
+/// (8 tasks) called from the main thread into a 2-thread global pool took 94–127 µs
+/// forward with every lane on the pool, 60–83 µs with the caller running lane 0.
 ///
 /// Panics if `ws` is shorter than `lanes · slot_len` (an internal bug: plans size it).
 pub(crate) fn run_lanes<T, F>(ws: &mut [T], slot_len: usize, lanes: usize, ntasks: usize, task: F)
@@ -26,22 +34,39 @@ where
         return;
     }
     let next = AtomicUsize::new(0);
-    let lane = |slot: &mut [T]| loop {
-        let t = next.fetch_add(1, Ordering::Relaxed);
-        if t >= ntasks {
-            break;
+    let lane = |slot: &mut [T]| {
+        let mut cur = next.load(Ordering::Relaxed);
+        while cur < ntasks {
+            let run = ((ntasks - cur) / (2 * lanes)).max(1);
+            match next.compare_exchange_weak(cur, cur + run, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => {
+                    for t in cur..cur + run {
+                        task(t, slot);
+                    }
+                    cur = next.load(Ordering::Relaxed);
+                }
+                Err(now) => cur = now,
+            }
         }
-        task(t, slot);
     };
+    let (first, rest) = ws[..lanes * slot_len].split_at_mut(slot_len);
     if lanes == 1 {
-        lane(&mut ws[..slot_len]);
-    } else if slot_len == 0 {
-        (0..lanes).into_par_iter().for_each(|_| lane(&mut []));
-    } else {
-        ws[..lanes * slot_len]
-            .par_chunks_mut(slot_len)
-            .for_each(lane);
+        lane(first);
+        return;
     }
+    rayon::in_place_scope(|s| {
+        let lane = &lane;
+        if slot_len == 0 {
+            for _ in 1..lanes {
+                s.spawn(move |_| lane(&mut []));
+            }
+        } else {
+            for slot in rest.chunks_mut(slot_len) {
+                s.spawn(move |_| lane(slot));
+            }
+        }
+        lane(first);
+    });
 }
 
 /// A mutable buffer that several tasks write at once, each into its own region (rows of
