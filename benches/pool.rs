@@ -1,6 +1,6 @@
 //! Criterion benchmarks of the pool cases: `cargo bench --bench pool`, or filter by name,
 //! e.g. `cargo bench -- pool_vgg`. One group per case; see `support/criterion_cases.rs`.
-//! Threads: `RAYON_NUM_THREADS` (default: all cores).
+//! Threads: a pool of `RAYON_NUM_THREADS` (default: all cores) that runs the timing loops.
 
 #[allow(dead_code)]
 #[path = "support/cases.rs"]
