@@ -116,6 +116,8 @@ fn cases() -> Vec<([usize; 4], [usize; 4], Conv2dParams)> {
         ([2, 24, 17, 19], [13, 24, 1, 1], p),
         ([1, 3, 30, 32], [12, 3, 7, 7], p.padding([3, 3])),
         ([2, 4, 15, 16], [6, 2, 3, 3], p.padding([1, 1]).groups(2)),
+        // N = 1, one tile: filter blocks, as many as the pool's lanes need (1, 2, 3, 4).
+        ([1, 64, 10, 10], [128, 64, 3, 3], p.padding([1, 1])),
         // Pointwise, N = 1 with channel blocks.
         ([1, 256, 12, 12], [32, 256, 1, 1], p),
         // N = 1 above the serial size: dw chunked over tiles, dx over bands of rows.
