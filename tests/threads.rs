@@ -138,6 +138,42 @@ fn install_and_helpers_run_on_the_callers_pool() {
 }
 
 #[test]
+fn pinned_pools_give_the_same_bits_with_one_cpu_per_worker() {
+    let one = threads::pool(1).unwrap();
+    let pinned = threads::pinned_pool(3).unwrap();
+    assert_eq!(pinned.install(rayon::current_num_threads), 3);
+    for (name, suite) in suites() {
+        assert_eq!(
+            bits(&one.install(suite)),
+            bits(&pinned.install(suite)),
+            "{name}: pool(1) vs pinned_pool(3)"
+        );
+    }
+    // On Linux every worker may run on exactly one CPU (if the process may run on any).
+    #[cfg(target_os = "linux")]
+    {
+        fn cpus_of_this_thread() -> usize {
+            // SAFETY: `cpu_set_t` is plain bits, valid zeroed; the call writes at most its size.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                assert_eq!(
+                    libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
+                    0
+                );
+                libc::CPU_COUNT(&set) as usize
+            }
+        }
+        if cpus_of_this_thread() > 0 {
+            let counts: Vec<usize> = (0..3)
+                .map(|_| pinned.install(cpus_of_this_thread))
+                .collect();
+            assert_eq!(counts, [1, 1, 1]);
+        }
+    }
+    assert!(threads::pinned_pool(0).is_err());
+}
+
+#[test]
 fn zero_threads_is_an_error_naming_the_value() {
     let e = threads::pool(0).unwrap_err();
     assert!(matches!(e, Error::InvalidParameter { .. }));
