@@ -280,7 +280,10 @@ pub(crate) fn zeroed_vec_par<T: ZeroBits + Send>(op: &'static str, n: usize) -> 
     /// Elements each task zeroes (256 KiB of `f32`).
     const CHUNK: usize = 1 << 16;
     let mut v = uninit_vec::<T>(op, n)?;
-    v.par_chunks_mut(CHUNK).for_each(|c| {
+    let chunks = v
+        .par_chunks_mut(CHUNK)
+        .with_min_len(crate::threads::min_len(1));
+    chunks.for_each(|c| {
         fill_init(c, T::default());
     });
     // SAFETY: the chunks cover `v`, and every one was filled just above.

@@ -46,13 +46,19 @@
 //! using the global pool) hands each parallel step to the pool's threads and sleeps until
 //! they are done. Waking threads is cheap on most machines, not on all: on the 2-core
 //! virtual machine the crate is developed on, a max-pool forward over `x(100, 3, 32, 32)`
-//! into a caller buffer took 50–52 µs inside a one-thread pool and 159–161 µs called from
-//! the main thread with `RAYON_NUM_THREADS=1` (two threads: 26 µs inside, 32–35 µs from
-//! outside). For a loop of small kernels, run the whole loop inside `pool.install(...)`:
+//! into a caller buffer took 26 µs inside a two-thread pool and 31–35 µs called from the
+//! main thread. For a loop of small kernels, run the whole loop inside `pool.install(...)`:
 //! the kernels then start on a pool thread with no hand-off. (The convolutions also let
 //! the calling thread work on their first tasks while the pool's threads wake.) For short
 //! kernels on few cores, [`pinned_pool`] also keeps the scheduler from stacking two workers
 //! on one core.
+//!
+//! When the pool has one thread (`RAYON_NUM_THREADS=1`, [`single_threaded`], `pool(1)`),
+//! the kernels make no rayon call at all: they run on the calling thread, whichever it is.
+//! Called from the main thread with `RAYON_NUM_THREADS=1`, that max-pool forward took
+//! 145 µs per call when it still handed its one parallel step to the pool's one thread, and
+//! takes 41 µs now (as inside the pool); a spatial batch norm over `(8, 256, 14, 14)`, 227 →
+//! 149 µs forward and 297 → 198 µs backward.
 //!
 //! (Rayon's `ThreadPoolBuilder::use_current_thread` would avoid the extra thread, but it
 //! permanently registers the calling thread with a pool that is then leaked, so a second
@@ -218,4 +224,38 @@ where
     R: Send,
 {
     with_threads(1, f)
+}
+
+/// Whether the current rayon pool has one thread. The kernels then make no rayon call at
+/// all: splitting work buys nothing on one thread, and from outside the pool every
+/// parallel step would be a hand-off to it (see
+/// [Calling from outside a pool](self#calling-from-outside-a-pool)).
+pub(crate) fn single() -> bool {
+    rayon::current_num_threads() == 1
+}
+
+/// `min` for `with_min_len` on a parallel iterator, or `usize::MAX` on one thread: an
+/// iterator that never splits runs on the calling thread without touching the pool.
+pub(crate) fn min_len(min: usize) -> usize {
+    if single() {
+        usize::MAX
+    } else {
+        min
+    }
+}
+
+/// `rayon::join(a, b)`, or `(a(), b())` on the calling thread on one thread (the same order
+/// rayon uses when nothing steals `b`).
+pub(crate) fn join<A, B, RA, RB>(a: A, b: B) -> (RA, RB)
+where
+    A: FnOnce() -> RA + Send,
+    B: FnOnce() -> RB + Send,
+    RA: Send,
+    RB: Send,
+{
+    if single() {
+        (a(), b())
+    } else {
+        rayon::join(a, b)
+    }
 }

@@ -7,9 +7,8 @@
 //! the memory-bound layers `Throughput::BytesDecimal(bytes)` (GB/s); see `cases.rs` for what
 //! is counted. Threads: a rayon pool sized like the global one, by `RAYON_NUM_THREADS`
 //! (default: all cores); each benchmark's timing loop runs on one of its threads, as the
-//! report's does. (A loop on the main thread would time a hand-off to the pool per call
-//! too: on the 2-core VM, pool_cs231n_fast forward at `RAYON_NUM_THREADS=1` took 199 µs per
-//! call that way against 45 µs.)
+//! report's does. (A loop on the main thread would also time the hand-offs to the pool: see
+//! "Calling from outside a pool" in the `threads` docs.)
 
 use std::hint::black_box;
 use std::time::Duration;

@@ -22,6 +22,7 @@ use super::plan::{BwdPlan, Path, Transposed, DEFAULT_LANES};
 use super::{Conv2dGeometry, Conv2dGrads, Conv2dParams, OP};
 use crate::alloc::{as_uninit_mut, assume_init_aligned, uninit_aligned, zeroed_aligned_par, Out};
 use crate::error::{Error, Result};
+use crate::threads::min_len;
 use crate::{Float, Shape, Tensor, TensorView, TensorViewMut};
 
 /// Elements of workspace that [`backward_into`] needs to run up to 8 tasks at once;
@@ -186,7 +187,7 @@ fn backward_checked<T: Float>(
     let ws = &mut workspace[..need];
     // `db` alongside the other passes: its tasks fill the threads that would otherwise
     // wait at the passes' joins (it is computed the same way either way).
-    rayon::join(
+    crate::threads::join(
         || bias_grad(dout, g.n, p, db),
         || match Path::of(&g) {
             Path::Depthwise => depthwise::backward(&g, dout, x, w, dx, dw, ws, max_lanes),
@@ -199,7 +200,7 @@ fn backward_checked<T: Float>(
                 let (slots, rest) = ws.split_at_mut(plan.a_slots_len());
                 let (partials, rest) = rest.split_at_mut(plan.partial_len);
                 if plan.concurrent {
-                    rayon::join(
+                    crate::threads::join(
                         || weight_grad(&g, &plan, dout, x, dw, slots, partials),
                         || dx_pass(dx, &mut rest[..plan.b_len()]),
                     );
@@ -273,7 +274,8 @@ fn weight_grad<T: Float>(
     if plan.a_chunks > 1 {
         const BLOCK: usize = 4096;
         let partials = &*partials;
-        dw.par_chunks_mut(BLOCK).enumerate().for_each(|(i, d)| {
+        let blocks = dw.par_chunks_mut(BLOCK).enumerate();
+        blocks.with_min_len(min_len(1)).for_each(|(i, d)| {
             for chunk in 1..plan.a_chunks {
                 let part = &partials[(chunk - 1) * dw_len + i * BLOCK..][..d.len()];
                 for (d, &v) in d.iter_mut().zip(part) {
@@ -300,6 +302,7 @@ fn transposed_input_grad<T: Float>(
     // Row block of W' for channel `ch` (of group ch / cg): fg runs of KH·KW taps.
     wt.par_chunks_mut(g.fg * khw)
         .enumerate()
+        .with_min_len(min_len(1))
         .for_each(|(ch, rows)| {
             let (grp, c) = (ch / g.cg, ch % g.cg);
             for (f, run) in rows.chunks_exact_mut(khw).enumerate() {

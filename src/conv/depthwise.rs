@@ -130,7 +130,7 @@ pub(crate) fn bias_grad<T: Float>(dout: &[T], n: usize, p: usize, db: &mut [T]) 
     let level = simd::active_level();
     let min_filters = (32 * 1024usize).div_ceil(n.saturating_mul(p).max(1));
     db.par_iter_mut()
-        .with_min_len(min_filters)
+        .with_min_len(crate::threads::min_len(min_filters))
         .enumerate()
         .for_each(|(f, d)| bias_grad_imp(level, dout, p, f, n, d));
 }
@@ -685,7 +685,9 @@ pub(crate) fn backward<T: Float>(
     } else {
         let th = Taps::new(Axis::forward(g, true), g.kh);
         let tw = Taps::new(Axis::forward(g, false), g.kw);
-        dx.par_chunks_mut(hw).enumerate().for_each(|(plane, dxp)| {
+        let planes = dx.par_chunks_mut(hw).enumerate();
+        let planes = planes.with_min_len(crate::threads::min_len(1));
+        planes.for_each(|(plane, dxp)| {
             let (c, n) = (plane % g.c, plane / g.c);
             let d = &dout[(n * g.f + c * g.fg) * p..][..g.fg * p];
             let wt = &w[c * g.fg * khw..][..g.fg * khw];

@@ -16,6 +16,7 @@ use super::{
 use crate::alloc::{as_uninit_mut, assume_init_aligned, uninit_aligned, zeroed_vec, Out};
 use crate::error::Result;
 use crate::simd::{self, Level};
+use crate::threads::min_len;
 use crate::{Float, Shape, Tensor, TensorView, TensorViewMut};
 
 const BN: &str = "batch_norm";
@@ -307,6 +308,7 @@ fn forward_channels<T: Float>(
         .zip(v.running_mean.par_iter_mut())
         .zip(v.running_var.par_iter_mut())
         .enumerate()
+        .with_min_len(min_len(1))
         .for_each(|(ch, (((m_out, is_out), rm), rv))| {
             let segs = Segments::new(ch * g.hw, g.c * g.hw, g.n, g.hw);
             let (m, var) = channel_stats(p, rm, rv, || {
@@ -474,6 +476,7 @@ fn backward_channels<T: Float>(
         .par_iter_mut()
         .zip(dbeta.par_iter_mut())
         .enumerate()
+        .with_min_len(min_len(1))
         .for_each(|(ch, (dg, db))| {
             let segs = Segments::new(ch * g.hw, g.c * g.hw, g.n, g.hw);
             let m = cache.mean[ch];

@@ -17,6 +17,7 @@ use crate::alloc::{
 };
 use crate::error::{Error, Result};
 use crate::simd::{self, Level};
+use crate::threads::min_len;
 use crate::{Float, Shape, Tensor, TensorView, TensorViewMut};
 
 const GN: &str = "group_norm";
@@ -90,6 +91,7 @@ fn forward_checked<T: Float>(
         .zip(cache.mean.par_iter_mut())
         .zip(cache.inv_std.par_iter_mut())
         .enumerate()
+        .with_min_len(min_len(1))
         .for_each(|(ng, (((xs, ys), m_out), is_out))| {
             let segs = Segments::new(0, len, 1, len);
             let mo = tree(
@@ -116,7 +118,7 @@ fn forward_checked<T: Float>(
             };
             if len >= PAR_ELEMS {
                 let it = xs.par_chunks(g.hw).zip(ys.par_chunks_mut(g.hw));
-                it.enumerate().for_each(channel);
+                it.enumerate().with_min_len(min_len(1)).for_each(channel);
             } else {
                 // The whole group in one call.
                 let gb = [&gamma[c0..c0 + g.cg], &beta[c0..c0 + g.cg]];
@@ -132,6 +134,7 @@ fn affine_par<T: Float>(lvl: Level, x: &[T], y: &mut [Out<T>], mab: [T; 3], pf: 
     if x.len() >= PAR_ELEMS {
         x.par_chunks(PAR_ELEMS / 2)
             .zip(y.par_chunks_mut(PAR_ELEMS / 2))
+            .with_min_len(min_len(1))
             .for_each(|(xc, yc)| kernels::affine(lvl, xc, yc, mab, &[]));
     } else {
         kernels::affine(lvl, x, y, mab, pf);
@@ -226,6 +229,7 @@ fn backward_checked<T: Float>(
         .zip(dx.par_chunks_mut(len))
         .zip(ws.par_chunks_mut(2 * cg))
         .enumerate()
+        .with_min_len(min_len(1))
         .for_each(|(ng, (((xs, dys), dxs), wg))| {
             let (m, is) = (cache.mean[ng], cache.inv_std[ng].to_f64());
             let c0 = (ng % g.groups) * cg;
@@ -248,7 +252,8 @@ fn backward_checked<T: Float>(
                 w[1] = is * sdx;
             };
             if len >= PAR_ELEMS {
-                wg.par_chunks_mut(2).enumerate().for_each(sums);
+                let it = wg.par_chunks_mut(2).enumerate();
+                it.with_min_len(min_len(1)).for_each(sums);
             } else if hw <= CHUNK {
                 // One leaf per channel: all the group's channels in one call.
                 kernels::group_sums(lvl, xs, dys, m, hw, wg);
@@ -279,7 +284,8 @@ fn backward_checked<T: Float>(
             };
             if len >= PAR_ELEMS {
                 let it = xs.par_chunks(hw).zip(dys.par_chunks(hw));
-                it.zip(dxs.par_chunks_mut(hw)).enumerate().for_each(channel);
+                let it = it.zip(dxs.par_chunks_mut(hw)).enumerate();
+                it.with_min_len(min_len(1)).for_each(channel);
             } else {
                 // The whole group in one call.
                 let gi = (&gamma[c0..c0 + cg], is);
@@ -292,6 +298,7 @@ fn backward_checked<T: Float>(
         .par_iter_mut()
         .zip(dbeta.par_iter_mut())
         .enumerate()
+        .with_min_len(min_len(1))
         .for_each(|(c, (dg, db))| {
             let (mut sg, mut sb) = (0.0, 0.0);
             for i in 0..g.n {
@@ -315,6 +322,7 @@ fn dx_par<T: Float>(lvl: Level, x: &[T], dy: &[T], dx: &mut [Out<T>], k: [T; 4],
         x.par_chunks(step)
             .zip(dy.par_chunks(step))
             .zip(dx.par_chunks_mut(step))
+            .with_min_len(min_len(1))
             .for_each(|((xc, dc), oc)| kernels::dx_train(lvl, xc, dc, oc, k, [&[], &[]]));
     } else {
         kernels::dx_train(lvl, x, dy, dx, k, pf);

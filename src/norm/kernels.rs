@@ -116,7 +116,7 @@ where
     }
     let mid = lo + (hi - lo) / 2;
     let (a, b) = if hi - lo >= par_min {
-        rayon::join(
+        crate::threads::join(
             || tree(lo, mid, par_min, leaf, merge),
             || tree(mid, hi, par_min, leaf, merge),
         )
@@ -135,7 +135,7 @@ pub(super) fn par_for<F: Fn(usize) + Sync>(lo: usize, hi: usize, grain: usize, f
         (lo..hi).for_each(f);
     } else {
         let mid = lo + (hi - lo) / 2;
-        rayon::join(|| par_for(lo, mid, grain, f), || par_for(mid, hi, grain, f));
+        crate::threads::join(|| par_for(lo, mid, grain, f), || par_for(mid, hi, grain, f));
     }
 }
 

@@ -12,6 +12,7 @@ use super::batch::{channel_stats, Vecs};
 use super::kernels::{tree, Moments, Out, CHUNK};
 use super::{BatchNormCache, BatchNormMode, BatchNormParams};
 use crate::simd::Level;
+use crate::threads::min_len;
 use crate::Float;
 
 /// Columns per strip.
@@ -295,6 +296,7 @@ pub(super) fn bn_forward<T: Float>(
         .zip(v.running_mean.par_chunks_mut(STRIP))
         .zip(v.running_var.par_chunks_mut(STRIP))
         .enumerate()
+        .with_min_len(min_len(1))
         .for_each(|(s, (((ms, iss), rms), rvs))| {
             let (j0, w) = (s * STRIP, ms.len());
             let cm = match p.mode {
@@ -326,6 +328,7 @@ pub(super) fn bn_forward<T: Float>(
     let tr = task_rows(d);
     x.par_chunks(tr * d)
         .zip(y.par_chunks_mut(tr * d))
+        .with_min_len(min_len(1))
         .for_each(|(xs, ys)| {
             let mut a = [T::ZERO; STRIP];
             for j0 in (0..d).step_by(STRIP) {
@@ -359,6 +362,7 @@ pub(super) fn bn_backward<T: Float>(
         .par_chunks_mut(STRIP)
         .zip(dbeta.par_chunks_mut(STRIP))
         .enumerate()
+        .with_min_len(min_len(1))
         .for_each(|(s, (dgs, dbs))| {
             let (j0, w) = (s * STRIP, dgs.len());
             let cs = tree(
@@ -379,6 +383,7 @@ pub(super) fn bn_backward<T: Float>(
     x.par_chunks(tr * d)
         .zip(dy.par_chunks(tr * d))
         .zip(dx.par_chunks_mut(tr * d))
+        .with_min_len(min_len(1))
         .for_each(|((xs, dys), dxs)| {
             let (mut k1, mut k2, mut k0) = ([T::ZERO; STRIP], [T::ZERO; STRIP], [T::ZERO; STRIP]);
             for j0 in (0..d).step_by(STRIP) {

@@ -10,9 +10,10 @@ use crate::error::{Error, Result};
 use crate::simd::{self, cast_slice, cast_slice_mut, Level};
 use crate::{Float, Shape, Tensor, TensorView, TensorViewMut};
 
-/// Planes per rayon task: enough that a task reads at least ~16 K elements.
+/// Planes per rayon task: enough that a task reads at least ~16 K elements (every plane in
+/// one task, and so no rayon call, on one thread).
 pub(super) fn planes_per_task(plane: usize) -> usize {
-    (16 * 1024 / plane.max(1)).max(1)
+    crate::threads::min_len((16 * 1024 / plane.max(1)).max(1))
 }
 
 /// One plane's forward with `u8` offsets (window ≤ 256) or none, at `level`.
