@@ -81,12 +81,19 @@ const OP: &str = "thread_pool";
 /// default", which is not what a caller asking for a count means), or if the operating
 /// system refuses to start the threads (the message carries rayon's error).
 pub fn pool(num_threads: usize) -> Result<ThreadPool> {
+    build(num_threads, |_| {})
+}
+
+/// A pool of `num_threads` named workers, each running `start(i)` when it starts; the
+/// errors of [`pool`].
+fn build(num_threads: usize, start: impl Fn(usize) + Send + Sync + 'static) -> Result<ThreadPool> {
     if num_threads == 0 {
         return Err(Error::param(OP, "num_threads must be at least 1, got 0"));
     }
     rayon::ThreadPoolBuilder::new()
         .num_threads(num_threads)
         .thread_name(|i| format!("cnn-kernels-{i}"))
+        .start_handler(start)
         .build()
         .map_err(|e| {
             Error::param(
@@ -118,25 +125,12 @@ pub fn pool(num_threads: usize) -> Result<ThreadPool> {
 /// # Ok::<(), cnn_kernels::Error>(())
 /// ```
 pub fn pinned_pool(num_threads: usize) -> Result<ThreadPool> {
-    if num_threads == 0 {
-        return Err(Error::param(OP, "num_threads must be at least 1, got 0"));
-    }
     let cpus = affinity::allowed_cpus();
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(num_threads)
-        .thread_name(|i| format!("cnn-kernels-{i}"))
-        .start_handler(move |i| {
-            if !cpus.is_empty() {
-                affinity::pin_current_thread(cpus[i % cpus.len()]);
-            }
-        })
-        .build()
-        .map_err(|e| {
-            Error::param(
-                OP,
-                format!("could not build a pool of {num_threads} threads: {e}"),
-            )
-        })
+    build(num_threads, move |i| {
+        if !cpus.is_empty() {
+            affinity::pin_current_thread(cpus[i % cpus.len()]);
+        }
+    })
 }
 
 /// CPU affinity of threads (Linux); elsewhere, no CPUs and no pinning.
