@@ -19,6 +19,7 @@ use super::im2col::{Axis, Taps};
 use super::Conv2dGeometry;
 use crate::alloc::{fill_init, Out};
 use crate::simd::{self, Level};
+use crate::threads::min_len;
 use crate::Float;
 
 /// Columns of one register block of an output row.
@@ -130,7 +131,7 @@ pub(crate) fn bias_grad<T: Float>(dout: &[T], n: usize, p: usize, db: &mut [T]) 
     let level = simd::active_level();
     let min_filters = (32 * 1024usize).div_ceil(n.saturating_mul(p).max(1));
     db.par_iter_mut()
-        .with_min_len(crate::threads::min_len(min_filters))
+        .with_min_len(min_len(min_filters))
         .enumerate()
         .for_each(|(f, d)| bias_grad_imp(level, dout, p, f, n, d));
 }
@@ -686,7 +687,7 @@ pub(crate) fn backward<T: Float>(
         let th = Taps::new(Axis::forward(g, true), g.kh);
         let tw = Taps::new(Axis::forward(g, false), g.kw);
         let planes = dx.par_chunks_mut(hw).enumerate();
-        let planes = planes.with_min_len(crate::threads::min_len(1));
+        let planes = planes.with_min_len(min_len(1));
         planes.for_each(|(plane, dxp)| {
             let (c, n) = (plane % g.c, plane / g.c);
             let d = &dout[(n * g.f + c * g.fg) * p..][..g.fg * p];
