@@ -403,8 +403,25 @@ fn moments_body<T: Float, const L: usize>(x: &[T], seg: Strided, pf: Strided) ->
     let x0 = seg.at(x, 0);
     let k = total.min(PIVOT_SAMPLE);
     let mut a = 0.0;
-    for i in 0..k {
-        a += (seg.at(x, i * total / k) - x0).to_f64();
+    if k == PIVOT_SAMPLE {
+        // Positions `i·total/16` without a division (the divisor is a constant power of two,
+        // and the segment of each position is found by stepping): this runs once per leaf.
+        let (q, r) = (total / PIVOT_SAMPLE, total % PIVOT_SAMPLE);
+        let (mut seg_j, mut off, mut prev) = (0, 0, 0);
+        for i in 0..PIVOT_SAMPLE {
+            let t = i * q + i * r / PIVOT_SAMPLE;
+            off += t - prev;
+            prev = t;
+            while off >= seg.len {
+                off -= seg.len;
+                seg_j += 1;
+            }
+            a += (x[seg.start + seg_j * seg.stride + off] - x0).to_f64();
+        }
+    } else {
+        for i in 0..k {
+            a += (seg.at(x, i * total / k) - x0).to_f64();
+        }
     }
     let exact = || Moments::exact((0..total).map(|t| seg.at(x, t)));
     let p = T::from_f64(x0.to_f64() + a / k as f64);
