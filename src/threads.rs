@@ -247,7 +247,19 @@ where
     RA: Send,
     RB: Send,
 {
-    if single() {
+    join_if(true, a, b)
+}
+
+/// [`join`] if `parallel`, else `(a(), b())` on the calling thread: for work too small to
+/// pay for waking a second thread.
+pub(crate) fn join_if<A, B, RA, RB>(parallel: bool, a: A, b: B) -> (RA, RB)
+where
+    A: FnOnce() -> RA + Send,
+    B: FnOnce() -> RB + Send,
+    RA: Send,
+    RB: Send,
+{
+    if !parallel || single() {
         (a(), b())
     } else {
         rayon::join(a, b)

@@ -400,6 +400,13 @@ impl Case {
         }
     }
 
+    /// The same case on `n` images (the report's `--batch`).
+    pub fn with_batch(&self, n: usize) -> Case {
+        let mut c = *self;
+        c.x[0] = n;
+        c
+    }
+
     /// The same layer (same parameters and channels) on fewer images and a smaller spatial
     /// size, cheap enough for the naive kernel: at most 2 images, then the height and width
     /// halved while the naive cost is over budget (but never below twice the dilated kernel,

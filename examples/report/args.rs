@@ -18,6 +18,10 @@ pub struct Args {
     pub f64: bool,
     /// Print the case table (for `benches/pytorch/torch_bench.py --check`) and exit.
     pub list: bool,
+    /// Run every case on this many images instead of its own `N` (`--batch 1`: inference).
+    pub batch: Option<usize>,
+    /// Build the pools with `threads::pinned_pool` (a CPU per worker).
+    pub pin: bool,
 }
 
 pub const USAGE: &str = "\
@@ -35,6 +39,9 @@ options:
   --csv                CSV on stdout: case,op,direction,dtype,threads,naive_ms,fast_ms,
                        speedup,throughput,unit,max_err (header and progress on stderr)
   --quick              fewer repetitions, naive timed only when under 0.1 s (CI smoke)
+  --batch N            run every case on N images instead of its own batch (--batch 1:
+                       inference); the case names stay, the header says the batch
+  --pin                pin each pool's workers to CPUs (cnn_kernels::threads::pinned_pool)
   --list               print the case table as CSV and exit
   -h, --help           this text";
 
@@ -59,6 +66,8 @@ impl Args {
             quick: false,
             f64: false,
             list: false,
+            batch: None,
+            pin: false,
         };
         let mut it = args.into_iter();
         while let Some(opt) = it.next() {
@@ -76,6 +85,18 @@ impl Args {
                     "f64" => a.f64 = true,
                     other => return Err(format!("--dtype: expected f32 or f64, got {other:?}")),
                 },
+                "--batch" => {
+                    let v = value()?;
+                    match v.trim().parse::<usize>() {
+                        Ok(n) if n >= 1 => a.batch = Some(n),
+                        _ => {
+                            return Err(format!(
+                                "--batch: expected a count of at least 1, got {v:?}"
+                            ))
+                        }
+                    }
+                }
+                "--pin" => a.pin = true,
                 "--csv" => a.csv = true,
                 "--quick" => a.quick = true,
                 "--list" => a.list = true,

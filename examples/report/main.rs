@@ -7,7 +7,8 @@
 //! speedup, the fast kernel's throughput (GFLOP/s for conv, GB/s for the memory-bound
 //! layers) and the max error of fast against naive on a smaller instance of the same layer:
 //! per output tensor `max |fast − naive| / max(1, max |naive|)`, the maximum over outputs.
-//! `--help` lists the options (`--threads`, `--filter`, `--dtype`, `--csv`, `--quick`).
+//! `--help` lists the options (`--threads`, `--filter`, `--dtype`, `--csv`, `--quick`,
+//! `--batch`, `--pin`).
 
 #[allow(dead_code)]
 #[path = "../../benches/support/cases.rs"]
@@ -50,7 +51,17 @@ fn header(args: &Args, threads: &[usize]) -> Vec<String> {
             simd::detected_level(),
             cnn_kernels::conv::gemm_backend(if args.f64 { DType::F64 } else { DType::F32 }),
         ),
-        format!("cpu: {} · {cores} logical cores", cpu_model()),
+        format!(
+            "cpu: {} · {cores} logical cores · pools: {} · batch: {}",
+            cpu_model(),
+            if args.pin {
+                "pinned (threads::pinned_pool)"
+            } else {
+                "unpinned"
+            },
+            args.batch
+                .map_or("each case's own".to_string(), |n| n.to_string()),
+        ),
         format!(
             "ms: medians after warm-up · naive timed where one pass is estimated under {} s · \
              max_err: fast vs naive on a smaller instance",
@@ -106,11 +117,15 @@ fn main() -> ExitCode {
     } else {
         args.threads.clone()
     };
-    let pools: Vec<rayon::ThreadPool> = match counts
-        .iter()
-        .map(|&n| rayon::ThreadPoolBuilder::new().num_threads(n).build())
-        .collect()
-    {
+    let build = |n: usize| -> Result<rayon::ThreadPool, String> {
+        if args.pin {
+            cnn_kernels::threads::pinned_pool(n).map_err(|e| e.to_string())
+        } else {
+            let b = rayon::ThreadPoolBuilder::new().num_threads(n);
+            b.build().map_err(|e| e.to_string())
+        }
+    };
+    let pools: Vec<rayon::ThreadPool> = match counts.iter().map(|&n| build(n)).collect() {
         Ok(p) => p,
         Err(e) => {
             eprintln!("cannot build a thread pool: {e}");

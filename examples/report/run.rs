@@ -28,12 +28,13 @@ fn call<T: Float>(problem: &Problem<T>, imp: Imp, dir: Dir) -> Result<()> {
 /// Runs every selected case in element type `T` at each thread count, printing each row
 /// as it completes; returns the rows.
 pub fn run<T: Float>(args: &Args, pools: &[rayon::ThreadPool]) -> Result<Vec<Row>> {
-    let selected: Vec<&Case> = cases::CASES
+    let selected: Vec<Case> = cases::CASES
         .iter()
         .filter(|c| args.selects(c.name))
+        .map(|c| args.batch.map_or(*c, |n| c.with_batch(n)))
         .collect();
     let mut rows = Vec::new();
-    for case in selected {
+    for case in &selected {
         let problem = Problem::<T>::new(case)?;
         let small = Problem::<T>::new(&case.small())?;
         for dir in Dir::BOTH {

@@ -186,8 +186,10 @@ fn backward_checked<T: Float>(
     let p = g.oh * g.ow;
     let ws = &mut workspace[..need];
     // `db` alongside the other passes: its tasks fill the threads that would otherwise
-    // wait at the passes' joins (it is computed the same way either way).
-    crate::threads::join(
+    // wait at the passes' joins (it is computed the same way either way). A small problem
+    // runs its parts in turn: a join wakes a second thread, which costs more than they take.
+    crate::threads::join_if(
+        !super::plan::serial_backward(&g),
         || bias_grad(dout, g.n, p, db),
         || match Path::of(&g) {
             Path::Depthwise => depthwise::backward(&g, dout, x, w, dx, dw, ws, max_lanes),

@@ -344,6 +344,14 @@ impl FwdPlan {
 /// multiply-adds, 19 µs backward on one thread) took 33 µs on two.
 const SERIAL_MACS: usize = 1 << 20;
 
+/// Whether the backward of `g` is small enough to run serially ([`SERIAL_MACS`]): no pass is
+/// split, and its parts (`db`, `dw`, `dx`) run one after the other on the calling thread.
+pub(crate) fn serial_backward(g: &Conv2dGeometry) -> bool {
+    let macs = g.f.saturating_mul(g.cg).saturating_mul(g.kh * g.kw);
+    let macs = macs.saturating_mul(g.oh * g.ow).saturating_mul(g.n);
+    macs < SERIAL_MACS
+}
+
 /// The backward pass. Pass A (`dw`): tasks of (batch chunk, group, channel block), where a
 /// chunk is a run of (image, tile) units; each task accumulates its units in order into
 /// its own block of `dw` (chunk 0) or of a partial (chunks 1..), merged afterwards in chunk
@@ -473,8 +481,7 @@ impl BwdPlan {
         let p = g.oh * g.ow;
         let dw_len = g.f.saturating_mul(g.cg).saturating_mul(khw);
         let slots = path == Path::Im2col;
-        let macs = dw_len.saturating_mul(p);
-        let serial = macs.saturating_mul(g.n) < SERIAL_MACS;
+        let serial = serial_backward(g);
 
         // Pass A: parallel over channel blocks first, then over chunks of the (image, tile)
         // units while the partials stay small.
