@@ -2,11 +2,9 @@
 //! the image itself as the column matrix for 1×1 stride-1 unpadded kernels, and a direct
 //! SIMD kernel for depthwise convolutions.
 
-use rayon::prelude::*;
-
 use super::depthwise;
 use super::direct::{self, small_gemm, SmallGemm};
-use super::exec::{run_lanes, SharedMut};
+use super::exec::{run_lanes, run_tasks, SharedMut};
 use super::gemm::MatRef;
 use super::im2col::{im2col, Lowering};
 use super::plan::{FwdPlan, Path, Phases, DEFAULT_LANES};
@@ -205,7 +203,13 @@ pub(super) fn gemm_forward<T: Float>(
                     // blocks of channels (each a run of rows of `cols`; a plain copy).
                     let cpb = g.cg.div_ceil(plan.fblocks.count);
                     let rows = cpb * g.kh * g.kw * pt;
-                    cols.par_chunks_mut(rows).enumerate().for_each(|(i, c)| {
+                    let (len, chunks) = (cols.len(), cols.len().div_ceil(rows));
+                    let shared = SharedMut::new(&mut *cols);
+                    run_tasks(rayon::current_num_threads(), chunks, |i| {
+                        let c0 = i * rows;
+                        // SAFETY: chunk `i` is `cols[i·rows ..][..rows]` (shorter at the end),
+                        // disjoint from the other chunks, and only task `i` touches it.
+                        let c = unsafe { shared.slice(c0, rows.min(len - c0)) };
                         let cn = c.len() / (rows / cpb);
                         im2col(&lw, &xg[i * cpb * hw..], cn, p0, pt, c);
                     });
@@ -245,7 +249,8 @@ pub(super) fn gemm_forward<T: Float>(
         if plan.fblocks.count == 1 {
             block(0);
         } else {
-            (0..plan.fblocks.count).into_par_iter().for_each(block);
+            let lanes = rayon::current_num_threads();
+            run_tasks(lanes, plan.fblocks.count, block);
         }
     });
 }
