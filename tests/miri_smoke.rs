@@ -299,4 +299,29 @@ fn every_fast_entry_point_on_tiny_shapes() {
         });
     }
     simd::set_max_level(top);
+    // One image with 64 filters (1.1 M multiply-adds) at two threads: its filters split into
+    // two blocks, and the columns are lowered in two chunks (7 and 6 channels) by the pool's
+    // lanes. The largest case here: about 5 of Miri's minutes.
+    two.install(|| {
+        conv_forward_case::<f32>(
+            [1, 13, 12, 12],
+            [64, 13, 3, 3],
+            Conv2dParams::default().padding([1, 1]),
+        )
+    });
+}
+
+fn conv_forward_case<T: Float>(xs: [usize; 4], ws: [usize; 4], p: Conv2dParams) {
+    let (x, w) = (
+        data::<T>(xs.iter().product(), 1),
+        data::<T>(ws.iter().product(), 2),
+    );
+    let xv = TensorView::new(xs, &x[..]).unwrap();
+    let wv = TensorView::new(ws, &w[..]).unwrap();
+    let want = conv::naive::forward(xv, wv, None, &p).unwrap();
+    close(
+        "conv forward (filter blocks)",
+        conv::forward(xv, wv, None, &p).unwrap().data(),
+        want.data(),
+    );
 }
