@@ -3,7 +3,8 @@
 #   benches/performance.sh            # prints the Markdown (also kept in target/perf/)
 #   benches/performance.sh --write    # and replaces the section in README.md
 # Runs the report at 1 and 2 threads (CSV), the PyTorch script at 1 and 2 threads when
-# `torch` imports (set PYTHON to pick the interpreter), and joins them with compare.py.
+# `torch` imports (set PYTHON to pick the interpreter), and joins them with compare.py; then
+# the conv cases once more on one image (`report --batch 1`).
 # Takes about 5 minutes on a 2-core machine. Environment: THREADS (default 1,2), PYTHON
 # (default python3), FILTER (a --filter list, default every case), QUICK=1 (--quick).
 set -euo pipefail
@@ -20,6 +21,16 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
 echo "== report (threads $THREADS)" >&2
 cargo run --release --example report -- --csv --threads "$THREADS" ${extra[@]+"${extra[@]}"} >"$out/ours.csv" \
     2> >(tee "$out/ours.log" >&2)
+# The conv cases on one image: all of them, or those of FILTER when it names conv cases.
+n1=(--filter "${FILTER:-conv}")
+if [ "${QUICK:-0}" = 1 ]; then n1+=(--quick); fi
+have_n1=0
+if [ -z "${FILTER:-}" ] || [[ "$FILTER" == *conv* ]]; then
+    have_n1=1
+    echo "== report, conv at N = 1 (threads $THREADS)" >&2
+    cargo run --release --example report -- --csv --threads "$THREADS" --batch 1 "${n1[@]}" \
+        >"$out/ours_n1.csv" 2> >(tee "$out/ours_n1.log" >&2)
+fi
 have_torch=0
 if "$PYTHON" -c "import torch" 2>/dev/null; then
     have_torch=1
@@ -49,6 +60,12 @@ simd=$(grep -m1 -o 'SIMD [a-z0-9]*' "$out/ours.log" || true)
         "$PYTHON" benches/pytorch/compare.py "$out/ours.csv" --ours-table --markdown
         echo
         echo "(PyTorch comparison not run: \`torch\` does not import with $PYTHON.)"
+    fi
+    if [ "$have_n1" = 1 ]; then
+        echo
+        echo "The conv cases on one image (\`report --batch 1\`: inference), same columns:"
+        echo
+        "$PYTHON" benches/pytorch/compare.py "$out/ours_n1.csv" --ours-table --markdown
     fi
     missing=$(awk -F, 'NR > 1 && $7 == "" {print $2 " " $3}' "$out/ours.csv" | sort -u | paste -sd, - | sed 's/,/, /g')
     if [ -n "$missing" ]; then
