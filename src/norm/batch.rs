@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use super::kernels::{self, add2, par_for, tree, Moments, Segments, SharedMut, SLABS};
+use super::kernels::{self, add2, par_for, tree, Moments, Segments, SharedMut, Strided, SLABS};
 use super::{
     check_channels, check_dout, check_out_len, check_same_shape, rows, BatchNormCache,
     BatchNormGeometry, BatchNormMode, BatchNormParams, GradsOut, NormGrads,
@@ -485,7 +485,7 @@ fn backward_channels<T: Float>(
                 0,
                 segs.stat_leaves(),
                 segs.stat_par_min(),
-                &|i| kernels::dot_sums(lvl, x, dy, m, segs.stat_leaf(i), segs.stat_next(i)),
+                &|i| kernels::dot_sums(lvl, x, dy, m, segs.stat_leaf(i), Strided::EMPTY),
                 &add2,
             );
             *db = T::from_f64(sd);

@@ -457,7 +457,32 @@ fn dot_sums_body<T: Float, const L: usize>(
     pf: Strided,
 ) -> (f64, f64) {
     let (mut sd, mut sdx) = ([T::ZERO; L], [T::ZERO; L]);
-    for j in 0..seg.count {
+    let mut add = |xs: &[T], ds: &[T]| {
+        for (((a, b), &xv), &dv) in sd.iter_mut().zip(sdx.iter_mut()).zip(xs).zip(ds) {
+            *a += dv;
+            *b += dv * (xv - m);
+        }
+    };
+    // Without prefetching, segments two at a time with their chunks interleaved: four
+    // streams in flight instead of two (the segments are a channel's short strided slabs).
+    let mut j0 = 0;
+    if pf.count == 0 {
+        while j0 + 1 < seg.count {
+            let (xa, da) = (seg.get(x, j0), seg.get(dy, j0));
+            let (xb, db) = (seg.get(x, j0 + 1), seg.get(dy, j0 + 1));
+            let n = xa.len().min(da.len()).min(xb.len()).min(db.len());
+            let mut k = 0;
+            while k + L <= n {
+                add(&xa[k..k + L], &da[k..k + L]);
+                add(&xb[k..k + L], &db[k..k + L]);
+                k += L;
+            }
+            add(&xa[k..n], &da[k..n]);
+            add(&xb[k..n], &db[k..n]);
+            j0 += 2;
+        }
+    }
+    for j in j0..seg.count {
         let (xs, ds) = (seg.get(x, j), seg.get(dy, j));
         let (nx, nd) = (pf.get(x, j), pf.get(dy, j));
         let (mut ix, mut id) = (xs.chunks_exact(L), ds.chunks_exact(L));
