@@ -325,6 +325,27 @@ fn forward_channels<T: Float>(
             let a = T::from_f64(gamma[ch].to_f64() * is);
             *m_out = mt;
             *is_out = T::from_f64(is);
+            let mab = [mt, a, beta[ch]];
+            if segs.leaves() == g.n {
+                // One leaf per slab (slabs of at most `CHUNK` values): up to `SLABS` slabs
+                // per call, as the backward's `dx`. Against one call per slab (one thread,
+                // report, alternating): (8, 256, 14, 14) 0.161 → 0.133–0.146 ms,
+                // (8, 64, 56, 56) 0.571–0.592 → 0.514–0.561.
+                for_slabs(&segs, &|leaves| {
+                    let mut xs = [&x[..0]; SLABS];
+                    let mut outs: [&mut [Out<T>]; SLABS] = Default::default();
+                    for (j, i) in leaves.clone().enumerate() {
+                        let r = segs.leaf(i);
+                        // SAFETY: leaf `i` of channel `ch` lies in slab (image, ch); all live
+                        // pieces are distinct leaves or distinct channels, hence disjoint.
+                        outs[j] = unsafe { ys.piece(r.clone()) };
+                        xs[j] = &x[r];
+                    }
+                    let b = leaves.len();
+                    kernels::affine_slabs(lvl, &xs[..b], &mut outs[..b], mab);
+                });
+                return;
+            }
             par_for(0, segs.leaves(), segs.par_min(), &|i| {
                 let r = segs.leaf(i);
                 // SAFETY: leaf `i` of channel `ch` lies in slab (image, ch); leaves of one
@@ -333,7 +354,7 @@ fn forward_channels<T: Float>(
                 let out = unsafe { ys.piece(r.clone()) };
                 // Prefetch the same leaf of the next channel (read by its statistics pass).
                 let pf = &x[shifted(r.clone(), g.hw, x.len())];
-                kernels::affine(lvl, &x[r], out, [mt, a, beta[ch]], pf);
+                kernels::affine(lvl, &x[r], out, mab, pf);
             });
         });
 }

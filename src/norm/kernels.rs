@@ -693,6 +693,22 @@ dispatch!(
 );
 
 #[inline(always)]
+fn affine_slabs_body<T: Float, const L: usize>(x: &[&[T]], y: &mut [&mut [Out<T>]], mab: [T; 3]) {
+    let [m, a, b] = mab;
+    for (o, xs) in y.iter_mut().zip(x) {
+        let xs = &xs[..o.len()];
+        for (o, &xv) in o.iter_mut().zip(xs) {
+            *o = Out::new((xv - m) * a + b);
+        }
+    }
+}
+
+dispatch!(
+    /// [`affine`] on several slabs (`y[j]` from `x[j]`) in one call, without prefetch.
+    fn affine_slabs => affine_slabs_body(x: &[&[T]], y: &mut [&mut [Out<T>]], mab: [T; 3])
+);
+
+#[inline(always)]
 fn scale_body<T: Float, const L: usize>(dy: &[T], dx: &mut [Out<T>], k1: T) {
     let dy = &dy[..dx.len()];
     for (o, &dv) in dx.iter_mut().zip(dy) {
