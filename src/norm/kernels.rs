@@ -694,12 +694,8 @@ dispatch!(
 
 #[inline(always)]
 fn affine_slabs_body<T: Float, const L: usize>(x: &[&[T]], y: &mut [&mut [Out<T>]], mab: [T; 3]) {
-    let [m, a, b] = mab;
     for (o, xs) in y.iter_mut().zip(x) {
-        let xs = &xs[..o.len()];
-        for (o, &xv) in o.iter_mut().zip(xs) {
-            *o = Out::new((xv - m) * a + b);
-        }
+        affine_body::<T, L>(xs, o, mab, &[]);
     }
 }
 
