@@ -364,9 +364,15 @@ const PIVOT_SAMPLE: usize = 16;
 
 /// `(Σ (x − p), Σ (x − p)²)` over the segments, in `f64` (lanes summed in `T`),
 /// prefetching segment `j` of `pf` while segment `j` is read.
+///
+/// Each segment's tail (fewer than `L` values) goes to two `f64` scalars, not into the
+/// lanes: a tail written lane by lane, at a run-time index, kept the lane arrays in memory,
+/// and the next segment's vector loads of them waited on those scalar stores. Spatial BN
+/// forward (8, 256, 14, 14), one thread: 0.138–0.140 → 0.120–0.124 ms.
 #[inline(always)]
 fn shifted_sums<T: Float, const L: usize>(x: &[T], seg: Strided, p: T, pf: Strided) -> (f64, f64) {
     let (mut d, mut s) = ([T::ZERO; L], [T::ZERO; L]);
+    let (mut dt, mut st) = (0.0, 0.0);
     for j in 0..seg.count {
         let (xs, next) = (seg.get(x, j), pf.get(x, j));
         let mut it = xs.chunks_exact(L);
@@ -380,13 +386,13 @@ fn shifted_sums<T: Float, const L: usize>(x: &[T], seg: Strided, p: T, pf: Strid
                 *sv += t * t;
             }
         }
-        for ((dv, sv), &v) in d.iter_mut().zip(s.iter_mut()).zip(it.remainder()) {
-            let t = v - p;
-            *dv += t;
-            *sv += t * t;
+        for &v in it.remainder() {
+            let t = (v - p).to_f64();
+            dt += t;
+            st += t * t;
         }
     }
-    (hsum(&d), hsum(&s))
+    (hsum(&d) + dt, hsum(&s) + st)
 }
 
 /// Moments of the (non-empty) segments `seg` of `x`, in one pass in the common case: sums
