@@ -122,8 +122,9 @@ fn check_indices(
 /// The 2×2 stride-2 unpadded backward from `u8` offsets, parallel over planes: writes every
 /// element of `dx` (each plane by [`kernel::bwd_2x2_plane`]).
 fn run_2x2<T: Float>(p: &Plan, ix: &[u8], dout: &[T], dx: &mut [Out<T>]) {
+    let level = simd::active_level();
     per_plane(p, ix, p.oh * p.ow, dout, dx, |ix, d, dx| {
-        kernel::bwd_2x2_plane(ix, d, p, dx)
+        kernel::bwd_2x2_plane(level, ix, d, p, dx)
     });
 }
 
