@@ -22,6 +22,8 @@ pub struct Args {
     pub batch: Option<usize>,
     /// Build the pools with `threads::pinned_pool` (a CPU per worker).
     pub pin: bool,
+    /// Time only the fast kernels (the naive column shows a dash; errors are still checked).
+    pub fast_only: bool,
 }
 
 pub const USAGE: &str = "\
@@ -42,6 +44,8 @@ options:
   --batch N            run every case on N images instead of its own batch (--batch 1:
                        inference); the case names stay, the header says the batch
   --pin                pin each pool's workers to CPUs (cnn_kernels::threads::pinned_pool)
+  --fast-only          time only the fast kernels (naive_ms is a dash; max_err is still
+                       measured): for comparing builds, as benches/native.sh does
   --list               print the case table as CSV and exit
   -h, --help           this text";
 
@@ -68,6 +72,7 @@ impl Args {
             list: false,
             batch: None,
             pin: false,
+            fast_only: false,
         };
         let mut it = args.into_iter();
         while let Some(opt) = it.next() {
@@ -97,6 +102,7 @@ impl Args {
                     }
                 }
                 "--pin" => a.pin = true,
+                "--fast-only" => a.fast_only = true,
                 "--csv" => a.csv = true,
                 "--quick" => a.quick = true,
                 "--list" => a.list = true,

@@ -8,7 +8,7 @@
 //! layers) and the max error of fast against naive on a smaller instance of the same layer:
 //! per output tensor `max |fast − naive| / max(1, max |naive|)`, the maximum over outputs.
 //! `--help` lists the options (`--threads`, `--filter`, `--dtype`, `--csv`, `--quick`,
-//! `--batch`, `--pin`).
+//! `--batch`, `--pin`, `--fast-only`).
 
 #[allow(dead_code)]
 #[path = "../../benches/support/cases.rs"]
@@ -62,11 +62,17 @@ fn header(args: &Args, threads: &[usize]) -> Vec<String> {
             args.batch
                 .map_or("each case's own".to_string(), |n| n.to_string()),
         ),
-        format!(
-            "ms: medians after warm-up · naive timed where one pass is estimated under {} s · \
-             max_err: fast vs naive on a smaller instance",
-            run::naive_limit_s(args.quick)
-        ),
+        if args.fast_only {
+            "ms: medians after warm-up · naive not timed (--fast-only) · \
+             max_err: fast vs naive on a smaller instance"
+                .to_string()
+        } else {
+            format!(
+                "ms: medians after warm-up · naive timed where one pass is estimated under {} s · \
+                 max_err: fast vs naive on a smaller instance",
+                run::naive_limit_s(args.quick)
+            )
+        },
     ]
 }
 

@@ -41,7 +41,7 @@ pub fn run<T: Float>(args: &Args, pools: &[rayon::ThreadPool]) -> Result<Vec<Row
             // The naive kernels are single-threaded loops: timed once, outside any pool.
             let est = cases::estimate_naive_seconds(case, &small, dir);
             let limit = naive_limit_s(args.quick);
-            let naive_ms = if est < limit {
+            let naive_ms = if est < limit && !args.fast_only {
                 Some(median_ms(Budget::naive(args.quick), || {
                     call(&problem, Imp::Naive, dir)
                 })?)
@@ -68,7 +68,9 @@ pub fn run<T: Float>(args: &Args, pools: &[rayon::ThreadPool]) -> Result<Vec<Row
                     if fast_ms.is_none() {
                         notes.push("fast path not merged yet".to_string());
                     }
-                    if naive_ms.is_none() {
+                    if args.fast_only {
+                        notes.push("naive not timed (--fast-only)".to_string());
+                    } else if naive_ms.is_none() {
                         notes.push(format!("naive skipped: est. {est:.1} s/pass"));
                     }
                     Ok(Row {
