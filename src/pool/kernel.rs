@@ -660,67 +660,33 @@ pub(super) fn bwd_plane<E: SimdElem>(level: Level, x: &[E], dout: &[E], p: &Plan
     }
 }
 
-/// Rows `2i` and `2i + 1` of `dx` (their first `2·OW` columns) for a 2×2 stride-2 unpadded
-/// pooling, from output row `i`'s winners `ix` and gradients `d`: each element is `0 + d` at
-/// its window's winner, else 0 (the naive kernel's `0 + d`, bit for bit). A plain loop,
-/// autovectorised in each clone below.
-#[inline(always)]
-fn bwd_2x2_rows_body<T: Float>(ix: &[u8], d: &[T], top: &mut [Out<T>], bot: &mut [Out<T>]) {
-    let z = T::ZERO;
-    let rows = top.chunks_exact_mut(2).zip(bot.chunks_exact_mut(2));
-    for ((&k, &g), (t, b)) in ix.iter().zip(d).zip(rows) {
-        let g = z + g;
-        t[0] = Out::new(if k == 0 { g } else { z });
-        t[1] = Out::new(if k == 1 { g } else { z });
-        b[0] = Out::new(if k == 2 { g } else { z });
-        b[1] = Out::new(if k == 3 { g } else { z });
-    }
-}
-
-// The clones are never inlined: as a function of its own, the row loop knows that `top` and
-// `bot` do not overlap and vectorises. Inlined into the plane loop (as a
-// `-C target-cpu=native` build did, and a per-plane clone of the whole loop does), it ran
-// 2–3× slower: (100, 3, 32, 32) 0.036 → 0.075–0.115 ms.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-#[inline(never)]
-unsafe fn bwd_2x2_rows_avx512<T: Float>(ix: &[u8], d: &[T], t: &mut [Out<T>], b: &mut [Out<T>]) {
-    bwd_2x2_rows_body(ix, d, t, b)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[inline(never)]
-unsafe fn bwd_2x2_rows_avx2<T: Float>(ix: &[u8], d: &[T], t: &mut [Out<T>], b: &mut [Out<T>]) {
-    bwd_2x2_rows_body(ix, d, t, b)
-}
-
-#[inline(never)]
-fn bwd_2x2_rows_base<T: Float>(ix: &[u8], d: &[T], t: &mut [Out<T>], b: &mut [Out<T>]) {
-    bwd_2x2_rows_body(ix, d, t, b)
-}
-
-/// `bwd_2x2_rows_body` at `level`, which the caller checks once per plane (read per row,
-/// `simd::active_level` took 14 % of the backward of (50, 32, 32, 32), and
-/// `simd::detected_level` 6 %).
-///
-/// # Safety
-/// The CPU supports `level`.
-unsafe fn bwd_2x2_rows<T: Float>(
-    level: Level,
-    ix: &[u8],
-    d: &[T],
-    top: &mut [Out<T>],
-    bot: &mut [Out<T>],
-) {
-    match level {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the CPU supports `level` (caller), here AVX-512F.
-        Level::Avx512 => unsafe { bwd_2x2_rows_avx512(ix, d, top, bot) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the CPU supports `level` (caller), here AVX2 and FMA.
-        Level::Avx2 => unsafe { bwd_2x2_rows_avx2(ix, d, top, bot) },
-        _ => bwd_2x2_rows_base(ix, d, top, bot),
+crate::simd::multiversion! {
+    /// Rows `2i` and `2i + 1` of `dx` (their first `2·OW` columns) for a 2×2 stride-2
+    /// unpadded pooling, from output row `i`'s winners `ix` and gradients `d`: each element
+    /// is `0 + d` at its window's winner, else 0 (the naive kernel's `0 + d`, bit for bit).
+    /// Plain loops, autovectorised in each clone. The level comes from the caller (read per
+    /// row, it took 14 % of the backward of (50, 32, 32, 32)); the clones are never inlined
+    /// (inlined into the plane loop, as a `-C target-cpu=native` build did, the loop no
+    /// longer knew that `top` and `bot` are disjoint: (100, 3, 32, 32) 0.036 → 0.075 ms).
+    ///
+    /// # Safety
+    /// The CPU supports `level`.
+    unsafe fn bwd_2x2_rows<T: Float>(
+        level: Level,
+        ix: &[u8],
+        d: &[T],
+        top: &mut [Out<T>],
+        bot: &mut [Out<T>],
+    ) {
+        let z = T::ZERO;
+        let rows = top.chunks_exact_mut(2).zip(bot.chunks_exact_mut(2));
+        for ((&k, &g), (t, b)) in ix.iter().zip(d).zip(rows) {
+            let g = z + g;
+            t[0] = Out::new(if k == 0 { g } else { z });
+            t[1] = Out::new(if k == 1 { g } else { z });
+            b[0] = Out::new(if k == 2 { g } else { z });
+            b[1] = Out::new(if k == 3 { g } else { z });
+        }
     }
 }
 

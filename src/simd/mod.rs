@@ -14,7 +14,8 @@
 //!
 //! - `multiversion!` (crate-internal) wraps a plain loop body (written so that it autovectorises) into a
 //!   function compiled three times — AVX-512F, AVX2+FMA and the baseline — and calls the
-//!   clone for [`active_level`];
+//!   clone for [`active_level`] (or, in its `unsafe fn name(level: Level, …)` form, for a
+//!   level the caller read once);
 //! - generic kernels written against the `SimdVec` vector trait (`simd::vector`, with
 //!   `Scalar`, `wide` and explicit-intrinsic AVX2/AVX-512 implementations) are instantiated
 //!   inside `#[target_feature]` functions, one per level (see `pool::kernel` for the
@@ -187,8 +188,58 @@ pub(crate) fn cast_slice_mut<T: 'static, U: 'static>(s: &mut [T]) -> Option<&mut
 ///     }
 /// }
 /// ```
+///
+/// For a body called many times per layer call (a row, say), write it as
+/// `unsafe fn name(level: Level, args…)`: the caller passes the level it read once, the
+/// function's `# Safety` contract is that the CPU supports `level`, and the clones are never
+/// inlined. (Reading `active_level` per row took 14 % of a max-pool backward; and a row loop
+/// inlined into its caller's loop — as a `-C target-cpu=native` build does — can lose what
+/// its own signature told the optimiser, such as two `&mut` slices not overlapping.)
 #[allow(unused_macros)]
 macro_rules! multiversion {
+    (
+        $(#[$meta:meta])*
+        $vis:vis unsafe fn $name:ident $(<$($g:ident : $b:path),* $(,)?>)?
+            (level: Level, $($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block
+    ) => {
+        $(#[$meta])*
+        $vis unsafe fn $name $(<$($g: $b),*>)? (
+            level: $crate::simd::Level,
+            $($arg: $ty),*
+        ) $(-> $ret)? {
+            #[inline(always)]
+            fn body $(<$($g: $b),*>)? ($($arg: $ty),*) $(-> $ret)? $body
+
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx2,fma")]
+            #[inline(never)]
+            unsafe fn avx512 $(<$($g: $b),*>)? ($($arg: $ty),*) $(-> $ret)? {
+                body $(::<$($g),*>)? ($($arg),*)
+            }
+
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            #[inline(never)]
+            unsafe fn avx2 $(<$($g: $b),*>)? ($($arg: $ty),*) $(-> $ret)? {
+                body $(::<$($g),*>)? ($($arg),*)
+            }
+
+            #[inline(never)]
+            fn base $(<$($g: $b),*>)? ($($arg: $ty),*) $(-> $ret)? {
+                body $(::<$($g),*>)? ($($arg),*)
+            }
+
+            match level {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the CPU supports `level` (the caller's contract), here AVX-512F.
+                $crate::simd::Level::Avx512 => unsafe { avx512 $(::<$($g),*>)? ($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above, here AVX2 and FMA.
+                $crate::simd::Level::Avx2 => unsafe { avx2 $(::<$($g),*>)? ($($arg),*) },
+                _ => base $(::<$($g),*>)? ($($arg),*),
+            }
+        }
+    };
     (
         $(#[$meta:meta])*
         $vis:vis fn $name:ident $(<$($g:ident : $b:path),* $(,)?>)?
@@ -249,6 +300,28 @@ mod tests {
         // `active_level` is process-wide; this test only reads it.
         pairwise_max(&a, &b, &mut out);
         assert_eq!(out, want);
+    }
+
+    multiversion! {
+        /// As `pairwise_max`, at a level the caller passes.
+        unsafe fn pairwise_max_at<T: crate::Float>(level: Level, a: &[T], b: &[T], out: &mut [T]) {
+            for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+                *o = if y > x { y } else { x };
+            }
+        }
+    }
+
+    #[test]
+    fn multiversion_with_a_level_runs_every_supported_level() {
+        let a: Vec<f64> = (0..1000).map(|i| ((i * 37) % 101) as f64).collect();
+        let b: Vec<f64> = (0..1000).map(|i| ((i * 53) % 97) as f64).collect();
+        let want: Vec<f64> = a.iter().zip(&b).map(|(&x, &y)| x.max(y)).collect();
+        for level in supported_levels() {
+            let mut out = vec![0.0f64; 1000];
+            // SAFETY: `supported_levels` lists only levels this CPU supports.
+            unsafe { pairwise_max_at(level, &a, &b, &mut out) };
+            assert_eq!(out, want, "{level}");
+        }
     }
 
     #[test]
