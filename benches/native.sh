@@ -38,6 +38,10 @@ done
 load=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
 echo "Default build against \`-C target-cpu=native\`, $(date -u +%Y-%m-%d), $(grep -m1 -o 'SIMD [a-z0-9]*' "$out/default.1.log" || echo 'SIMD unknown'),"
 echo "Rounds in turn: $ROUNDS; load average after: $load. Fast kernels, f32, report medians in ms."
+if [ "${QUICK:-0}" = 1 ]; then
+    echo "QUICK=1: a few repetitions without warm-up, so the ratios below check that the"
+    echo "script runs; they are not measurements."
+fi
 echo
 python3 - "$out" "$ROUNDS" <<'EOF'
 import csv, statistics, sys
