@@ -282,12 +282,25 @@ pub(crate) use multiversion;
 mod tests {
     use super::*;
 
+    /// Running max along a slice, first maximum wins: the loop both macro forms clone.
+    #[inline(always)]
+    fn max_into<T: crate::Float>(a: &[T], b: &[T], out: &mut [T]) {
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+            *o = if y > x { y } else { x };
+        }
+    }
+
     multiversion! {
-        /// Running max along a slice, first maximum wins (a test of the macro).
+        /// `max_into` at the active level (a test of the macro).
         fn pairwise_max<T: crate::Float>(a: &[T], b: &[T], out: &mut [T]) {
-            for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-                *o = if y > x { y } else { x };
-            }
+            max_into(a, b, out)
+        }
+    }
+
+    multiversion! {
+        /// `max_into` at a level the caller passes.
+        unsafe fn pairwise_max_at<T: crate::Float>(level: Level, a: &[T], b: &[T], out: &mut [T]) {
+            max_into(a, b, out)
         }
     }
 
@@ -300,15 +313,6 @@ mod tests {
         // `active_level` is process-wide; this test only reads it.
         pairwise_max(&a, &b, &mut out);
         assert_eq!(out, want);
-    }
-
-    multiversion! {
-        /// As `pairwise_max`, at a level the caller passes.
-        unsafe fn pairwise_max_at<T: crate::Float>(level: Level, a: &[T], b: &[T], out: &mut [T]) {
-            for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-                *o = if y > x { y } else { x };
-            }
-        }
     }
 
     #[test]
